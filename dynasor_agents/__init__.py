@@ -1,0 +1,83 @@
+"""dynasor-agents: Certaindex-guided reasoning programs for LangChain and vLLM.
+
+Strategies such as :class:`SelfConsistency` are LangChain Runnables that measure
+how settled their answer is (Certaindex) and stop as soon as a
+:class:`CertaintyController` says so. Every request carries the program's id and
+hints (:mod:`dynasor_agents.protocol`), which the server component
+(:mod:`dynasor_agents.server`, loaded into vLLM) uses to attribute, schedule and
+abort whole programs.
+
+Example:
+    >>> from langchain_core.language_models import FakeListChatModel
+    >>> sc = SelfConsistency(
+    ...     FakeListChatModel(responses=["\\\\boxed{18}", "It is $18.", "18 dollars"]),
+    ...     controller=CertaintyController(threshold(0.9) | max_samples(6), first_round=3),
+    ... )
+    >>> sc.invoke("How much?").answer
+    '18'
+"""
+
+from dynasor_agents.certainty import (
+    AnswerExtractor,
+    Votes,
+    certaindex,
+    cluster_answers,
+    extract_answer,
+    majority_share,
+    normalize_answer,
+)
+from dynasor_agents.controller import (
+    CertaintyController,
+    Decision,
+    Policy,
+    ProgramState,
+    StopReason,
+    max_samples,
+    max_tokens,
+    threshold,
+)
+from dynasor_agents.errors import (
+    DynasorError,
+    InvalidInputError,
+    NoSamplesError,
+    ProgramNotFoundError,
+    ProgramStoppedError,
+    ServerError,
+)
+from dynasor_agents.program import DynasorClient, Program
+from dynasor_agents.protocol import Hints, ProgramInfo
+from dynasor_agents.strategies import PROGRESS_EVENT, SelfConsistency, SelfConsistencyResult
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "PROGRESS_EVENT",
+    "AnswerExtractor",
+    "CertaintyController",
+    "Decision",
+    "DynasorClient",
+    "DynasorError",
+    "Hints",
+    "InvalidInputError",
+    "NoSamplesError",
+    "Policy",
+    "Program",
+    "ProgramInfo",
+    "ProgramNotFoundError",
+    "ProgramState",
+    "ProgramStoppedError",
+    "SelfConsistency",
+    "SelfConsistencyResult",
+    "ServerError",
+    "StopReason",
+    "Votes",
+    "__version__",
+    "certaindex",
+    "cluster_answers",
+    "extract_answer",
+    "majority_share",
+    "max_samples",
+    "max_tokens",
+    "normalize_answer",
+    "threshold",
+]

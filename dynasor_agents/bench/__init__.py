@@ -1,0 +1,14 @@
+"""Demo and benchmark drivers (they use the public API and the server launcher)."""
+
+from dynasor_agents.bench._demo import DemoReport, DemoRow, run_demo, short_answer
+from dynasor_agents.bench._problems import DEFAULT_PROBLEMS, Problem, load_problems
+
+__all__ = [
+    "DEFAULT_PROBLEMS",
+    "DemoReport",
+    "DemoRow",
+    "Problem",
+    "load_problems",
+    "run_demo",
+    "short_answer",
+]

@@ -1,0 +1,34 @@
+r"""Certaindex for self-consistency: extract, cluster and measure sampled answers.
+
+The pipeline for N sampled solutions to one question is::
+
+    texts --extract_answer--> answers --cluster_answers--> Votes --certaindex--> [0, 1]
+
+:func:`extract_answer` finds each solution's final answer, :func:`normalize_answer`
+(the default clustering key) makes equal answers compare equal,
+:func:`cluster_answers` counts them, and :func:`certaindex` measures how settled
+the program is, as in the Dynasor paper: ``(log n - H) / log n`` where ``H`` is
+the entropy of the answer distribution.
+
+Example:
+    >>> texts = [r"... so \boxed{18}", "#### 18", "The answer is $18.", "I think 20"]
+    >>> votes = cluster_answers([extract_answer(t) for t in texts])
+    >>> votes.winner, votes.winner_count, round(certaindex(votes), 3)
+    ('18', 3, 0.594)
+"""
+
+from __future__ import annotations
+
+from ._entropy import Votes, answer_entropy, certaindex, cluster_answers, majority_share
+from ._extract import AnswerExtractor, extract_answer, normalize_answer
+
+__all__ = [
+    "AnswerExtractor",
+    "Votes",
+    "answer_entropy",
+    "certaindex",
+    "cluster_answers",
+    "extract_answer",
+    "majority_share",
+    "normalize_answer",
+]

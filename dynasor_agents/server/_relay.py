@@ -1,0 +1,144 @@
+"""Relay one generation request between the client and vLLM, watching both ways.
+
+Inbound, :meth:`Relay.receive` passes the request through until the program is
+stopped; then it answers ``http.disconnect``, which vLLM's handlers (and
+Starlette's streaming responses) take as the client having gone: the request is
+aborted inside the engine. Outbound, :meth:`Relay.send` forwards the response
+unchanged while reading the token usage it reports, from a JSON body or from
+server-sent events. After an abort it holds back whatever vLLM still sends, so
+:meth:`Relay.finish_aborted` can give the client a clear error instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from typing import Any
+
+from starlette.types import Message, Receive, Send
+
+__all__ = ["Relay"]
+
+_DISCONNECT: Message = {"type": "http.disconnect"}
+
+
+class Relay:
+    """Wraps ``receive`` and ``send`` of one request.
+
+    Args:
+        receive: The server's receive callable.
+        send: The server's send callable.
+        aborted: Set to abort the request.
+    """
+
+    def __init__(self, receive: Receive, send: Send, aborted: asyncio.Event) -> None:
+        self._receive = receive
+        self._send = send
+        self._aborted = aborted
+        self._pending: asyncio.Future[Message] | None = None
+        self.response_started = False
+        self.response_complete = False
+        self.streaming = False
+        self.status = 0
+        self._json_chunks: list[bytes] = []
+        self._sse_tail = b""
+        self.prompt_tokens = 0
+        self.completion_tokens = 0
+
+    async def receive(self) -> Message:
+        """Next inbound message; ``http.disconnect`` once the program is stopped."""
+        if self._aborted.is_set():
+            return _DISCONNECT
+        if self._pending is None:
+            self._pending = asyncio.ensure_future(self._receive())
+        stop = asyncio.ensure_future(self._aborted.wait())
+        try:
+            # If this call is cancelled, the pending receive survives for the next
+            # call, so no inbound message is ever lost.
+            await asyncio.wait({self._pending, stop}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
+        if self._pending.done():
+            message = self._pending.result()
+            self._pending = None
+            return message
+        return _DISCONNECT
+
+    async def send(self, message: Message) -> None:
+        """Forward an outbound message, reading usage; swallowed after an abort."""
+        if self._aborted.is_set() and not self.response_complete:
+            return
+        kind = message["type"]
+        if kind == "http.response.start":
+            self.response_started = True
+            self.status = int(message["status"])
+            for name, value in message.get("headers", ()):
+                if name.lower() == b"content-type":
+                    self.streaming = value.startswith(b"text/event-stream")
+        elif kind == "http.response.body":
+            self._observe(message.get("body", b""))
+            if not message.get("more_body", False):
+                self.response_complete = True
+                self._finish_json()
+        await self._send(message)
+
+    async def finish_aborted(self, error: dict[str, Any], status: int) -> None:
+        """End an aborted request's response with ``error``, whatever was sent so far."""
+        if self.response_complete:
+            return
+        self.response_complete = True
+        if not self.response_started:
+            payload = json.dumps(error).encode()
+            await self._send(
+                {
+                    "type": "http.response.start",
+                    "status": status,
+                    "headers": [
+                        (b"content-type", b"application/json"),
+                        (b"content-length", str(len(payload)).encode()),
+                    ],
+                }
+            )
+            await self._send({"type": "http.response.body", "body": payload})
+        elif self.streaming:
+            event = b"data: " + json.dumps(error).encode() + b"\n\ndata: [DONE]\n\n"
+            await self._send({"type": "http.response.body", "body": event})
+        else:
+            await self._send({"type": "http.response.body", "body": b""})
+
+    def close(self) -> None:
+        """Drop the pending inbound read, if any."""
+        if self._pending is not None:
+            self._pending.cancel()
+            self._pending = None
+
+    # -- usage accounting ---------------------------------------------------------
+
+    def _observe(self, body: bytes) -> None:
+        if self.status != 200 or not body:
+            return
+        if not self.streaming:
+            self._json_chunks.append(body)
+            return
+        data = self._sse_tail + body
+        *events, self._sse_tail = data.split(b"\n\n")
+        for event in events:
+            if b'"usage":{' in event or b'"usage": {' in event:
+                for line in event.split(b"\n"):
+                    if line.startswith(b"data:"):
+                        self._take_usage(line[5:].strip())
+
+    def _finish_json(self) -> None:
+        if self._json_chunks:
+            self._take_usage(b"".join(self._json_chunks))
+            self._json_chunks.clear()
+
+    def _take_usage(self, raw: bytes) -> None:
+        with contextlib.suppress(ValueError):
+            decoded = json.loads(raw)
+            usage = decoded.get("usage") if isinstance(decoded, dict) else None
+            if isinstance(usage, dict):
+                # Usage is cumulative in every event that carries it: keep the latest.
+                self.prompt_tokens = int(usage.get("prompt_tokens") or 0)
+                self.completion_tokens = int(usage.get("completion_tokens") or 0)

@@ -1,0 +1,178 @@
+"""Sans-IO strategy cores and the one async driver that runs them.
+
+A strategy's logic is a generator that *yields actions* and *receives results*;
+it never touches the network, a clock or an event loop. :func:`drive` is the only
+code that performs actions: it launches sample requests, waits for them one at a
+time, cancels what the core no longer needs and talks to the server. Every
+strategy reuses it, and sync methods reach it through the async path.
+
+Actions and what the driver sends back into the generator:
+
+=====================  ======================================================
+action                 sent back
+=====================  ======================================================
+``Launch(n, ...)``     ``None`` once ``n`` sample requests are running
+``Await()``            the next finished :class:`Completion` (in finish order);
+                       a failed request is thrown into the generator instead
+``Cancel()``           the number of requests cancelled
+``Emit(snapshot)``     ``None`` after the snapshot was published
+``Finish(stop)``       ``None`` after the server was told (stop or finish)
+=====================  ======================================================
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+from collections.abc import Awaitable, Callable, Generator
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from dynasor_agents.errors import DynasorError
+from dynasor_agents.program import Program
+from dynasor_agents.protocol import Hints
+
+__all__ = [
+    "Action",
+    "Await",
+    "Cancel",
+    "Completion",
+    "Core",
+    "Emit",
+    "Finish",
+    "Launch",
+    "Sampler",
+    "drive",
+]
+
+R = TypeVar("R")
+
+
+@dataclass(frozen=True)
+class Completion:
+    """One finished sample: its text and the tokens it cost."""
+
+    text: str
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+@dataclass(frozen=True)
+class Launch:
+    """Start ``n`` sample requests, each capped at ``max_tokens``, carrying ``hints``."""
+
+    n: int
+    max_tokens: int | None = None
+    hints: Hints = Hints()
+
+
+@dataclass(frozen=True)
+class Await:
+    """Wait for the next running request to finish."""
+
+
+@dataclass(frozen=True)
+class Cancel:
+    """Cancel every running request of the program."""
+
+
+@dataclass(frozen=True)
+class Emit(Generic[R]):
+    """Publish a progress snapshot (to ``stream`` and to callbacks)."""
+
+    snapshot: R
+
+
+@dataclass(frozen=True)
+class Finish:
+    """Tell the server the program is over: ``stop`` aborts, else it finishes."""
+
+    stop: bool
+
+
+Action = Launch | Await | Cancel | Emit[Any] | Finish
+Core = Generator[Action, Any, R]
+Sampler = Callable[[int | None, dict[str, str]], Awaitable[Completion]]
+"""``sampler(max_tokens, headers)`` sends one request and returns its completion."""
+
+
+async def _tell_server(program: Program, *, stop: bool) -> None:
+    if stop:
+        await program.stop()
+    elif program.client is not None:
+        await program.client.finish(program.id)
+
+
+async def drive(
+    core: Core[R],
+    *,
+    sampler: Sampler,
+    program: Program,
+    emit: Callable[[Any], Awaitable[None]] | None = None,
+) -> R:
+    """Run a sans-IO strategy core to completion and return its result.
+
+    Args:
+        core: The strategy's generator of actions.
+        sampler: Sends one sample request.
+        program: The program whose headers every request carries.
+        emit: Receives each progress snapshot.
+
+    Raises:
+        DynasorError: From the core or a request; ``program_id`` is filled in.
+    """
+    running: set[asyncio.Task[Completion]] = set()
+    finished: collections.deque[asyncio.Task[Completion]] = collections.deque()
+    told_server = False
+    try:
+        action = next(core)
+        while True:
+            reply: Any = None
+            if isinstance(action, Launch):
+                headers = program.headers(action.hints)
+                for _ in range(action.n):
+                    task = asyncio.ensure_future(sampler(action.max_tokens, headers))
+                    running.add(program.track(task))
+            elif isinstance(action, Await):
+                if not finished:
+                    if not running:
+                        raise RuntimeError("strategy awaited a sample with none running")
+                    done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+                    running.difference_update(done)
+                    finished.extend(done)
+                task = finished.popleft()
+                exc = task.exception()
+                if exc is not None:
+                    action = core.throw(exc)
+                    continue
+                reply = task.result()
+            elif isinstance(action, Cancel):
+                reply = len(running)
+                await program.cancel_inflight()
+                running.clear()
+                finished.clear()
+            elif isinstance(action, Emit):
+                if emit is not None:
+                    await emit(action.snapshot)
+            elif isinstance(action, Finish):
+                told_server = True
+                await _tell_server(program, stop=action.stop)
+            else:  # pragma: no cover - guarded by the Action union
+                raise TypeError(f"unknown strategy action {action!r}")
+            action = core.send(reply)
+    except StopIteration as done_:
+        result: R = done_.value
+        return result
+    except DynasorError as exc:
+        if exc.program_id is None:
+            exc.program_id = program.id
+        raise
+    finally:
+        if running or program.in_flight:
+            await program.cancel_inflight()
+        if not told_server:
+            # The core failed or was cancelled: stop the program so nothing keeps running.
+            with contextlib.suppress(Exception):
+                await asyncio.shield(_tell_server(program, stop=True))
+        core.close()

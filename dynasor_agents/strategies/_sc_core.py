@@ -1,0 +1,198 @@
+"""Self-consistency with Certaindex early stop, as a sans-IO core.
+
+The core samples in rounds. After each round (a detect step) it computes the
+Certaindex of the answers so far and asks the controller whether to stop. Within
+a round it also stops early, cancelling the samples still running, when the
+answer is settled *whatever they return*: it judges a pessimistic state in which
+every pending sample gives a distinct answer of its own.
+
+Example:
+    >>> from dynasor_agents.controller import CertaintyController, max_samples, threshold
+    >>> from dynasor_agents.strategies._actions import Await, Completion, Launch
+    >>> core = self_consistency_core(
+    ...     CertaintyController(threshold(0.9) | max_samples(10), first_round=3),
+    ...     program_id="doc",
+    ... )
+    >>> action = next(core)
+    >>> isinstance(action, Launch), action.n
+    (True, 3)
+    >>> action = core.send(None)
+    >>> for _ in range(3):
+    ...     action = core.send(Completion("so \\\\boxed{7}", 10, 5))
+    >>> type(action).__name__           # a progress snapshot after the round
+    'Emit'
+    >>> type(core.send(None)).__name__  # settled: tell the server to stop
+    'Finish'
+    >>> try:
+    ...     core.send(None)
+    ... except StopIteration as done:
+    ...     result = done.value
+    >>> result.answer, result.samples, result.stop_reason.value, result.completion_tokens
+    ('7', 3, 'certain', 15)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from dynasor_agents.certainty import (
+    AnswerExtractor,
+    certaindex,
+    cluster_answers,
+    extract_answer,
+    normalize_answer,
+)
+from dynasor_agents.controller import CertaintyController, ProgramState, StopReason
+from dynasor_agents.errors import NoSamplesError, ProgramStoppedError
+from dynasor_agents.protocol import Hints
+from dynasor_agents.strategies._actions import Await, Cancel, Completion, Core, Emit, Finish, Launch
+
+__all__ = ["SelfConsistencyResult", "self_consistency_core"]
+
+
+class SelfConsistencyResult(BaseModel):
+    """The outcome of a self-consistency program (or a snapshot while it runs).
+
+    Attributes:
+        program_id: The program's id (also on the server).
+        answer: The majority answer, normalized (``None`` if no sample answered).
+        answer_text: The majority answer as the first sample that gave it wrote it.
+        certainty: Certaindex of the answers at the end.
+        trajectory: Certaindex after each detect step.
+        votes: Samples per normalized answer, most common first.
+        samples: Completed samples (including those without an answer).
+        abstained: Samples without an extractable answer.
+        rounds: Detect steps taken.
+        prompt_tokens: Prompt tokens of all completed samples.
+        completion_tokens: Completion tokens of all completed samples.
+        stop_reason: Why it stopped; ``None`` in a snapshot of a running program.
+        final: ``False`` for progress snapshots, ``True`` for the result.
+        completions: The text of every completed sample, in finish order.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    program_id: str
+    answer: str | None
+    answer_text: str | None = None
+    certainty: float
+    trajectory: list[float] = Field(default_factory=list)
+    votes: dict[str, int] = Field(default_factory=dict)
+    samples: int
+    abstained: int = 0
+    rounds: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    stop_reason: StopReason | None = None
+    final: bool = False
+    completions: list[str] = Field(default_factory=list)
+
+    @property
+    def total_tokens(self) -> int:
+        """Prompt plus completion tokens."""
+        return self.prompt_tokens + self.completion_tokens
+
+
+def self_consistency_core(
+    controller: CertaintyController,
+    *,
+    program_id: str,
+    extractor: AnswerExtractor = extract_answer,
+    key: Callable[[str], str] = normalize_answer,
+    max_tokens: int | None = None,
+) -> Core[SelfConsistencyResult]:
+    """The self-consistency program as a generator of actions.
+
+    Args:
+        controller: Decides stop / continue after each detect step.
+        program_id: Put on the result.
+        extractor: Pulls the final answer out of a sample's text.
+        key: Normalizes answers so equal answers cluster.
+        max_tokens: Cap on each sample's completion tokens.
+
+    Raises:
+        NoSamplesError: The program ended without a single sample.
+        ProgramStoppedError: The server refused the program before any sample.
+    """
+    texts: list[str] = []
+    raw: list[str | None] = []
+    state = ProgramState()
+    reason: StopReason | None = None
+
+    def snapshot(final: bool) -> SelfConsistencyResult:
+        votes = cluster_answers(raw, key=key)
+        winner_text = next(
+            (a for a in raw if a is not None and a.strip() and key(a) == votes.winner), None
+        )
+        return SelfConsistencyResult(
+            program_id=program_id,
+            answer=votes.winner,
+            answer_text=winner_text,
+            certainty=state.certainty,
+            trajectory=list(state.trajectory),
+            votes=dict(votes.counts),
+            samples=state.samples,
+            abstained=votes.abstained,
+            rounds=state.rounds,
+            prompt_tokens=state.prompt_tokens,
+            completion_tokens=state.completion_tokens,
+            stop_reason=reason if final else None,
+            final=final,
+            completions=list(texts),
+        )
+
+    def measured(pending: int = 0) -> ProgramState:
+        """The state with Certaindex recomputed; ``pending`` samples count as distinct."""
+        votes = cluster_answers([*raw, *([None] * pending)], key=key)
+        return replace(state, samples=votes.total, certainty=certaindex(votes) if votes.total else 0.0)
+
+    while reason is None:
+        decision = controller.decide(state)
+        if decision.stop:
+            reason = decision.reason
+            break
+        cap = decision.budget
+        per_sample = max_tokens if cap is None else min(cap, max_tokens or cap)
+        yield Launch(
+            n=decision.next_batch,
+            max_tokens=per_sample,
+            hints=Hints(certainty=state.certainty if state.samples else None, budget=cap),
+        )
+        pending = decision.next_batch
+        while pending:
+            try:
+                done: Completion = yield Await()
+            except ProgramStoppedError:
+                if not raw:
+                    raise
+                reason = StopReason.SERVER_STOPPED
+                break
+            pending -= 1
+            texts.append(done.text)
+            raw.append(extractor(done.text))
+            state = replace(
+                measured(),
+                prompt_tokens=state.prompt_tokens + done.prompt_tokens,
+                completion_tokens=state.completion_tokens + done.completion_tokens,
+            )
+            if pending:
+                # Settled whatever the pending samples say, or out of tokens: stop now.
+                early = controller.decide(measured(pending))
+                spent = controller.decide(state)
+                if early.reason is StopReason.CERTAIN or spent.reason is StopReason.MAX_TOKENS:
+                    reason = early.reason if early.reason is StopReason.CERTAIN else spent.reason
+                    break
+        if reason is not None:
+            yield Cancel()
+        state = measured()
+        state = replace(state, trajectory=(*state.trajectory, state.certainty), rounds=state.rounds + 1)
+        yield Emit(snapshot(final=False))
+
+    if not raw:
+        raise NoSamplesError("self-consistency ended without a single sample")
+    # Settled early: abort stragglers anywhere. Ran out of samples or tokens: finish.
+    yield Finish(stop=reason in (StopReason.CERTAIN, StopReason.SERVER_STOPPED))
+    return snapshot(final=True)

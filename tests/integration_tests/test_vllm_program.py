@@ -1,0 +1,184 @@
+"""Self-consistency and the server component against the real CPU vLLM (SmolLM2-135M)."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+import uuid
+
+import httpx
+import openai
+import pytest
+from langchain_core.prompts import ChatPromptTemplate
+from langchain_openai import ChatOpenAI
+
+from dynasor_agents import (
+    CertaintyController,
+    DynasorClient,
+    Hints,
+    ProgramStoppedError,
+    SelfConsistency,
+    StopReason,
+    max_samples,
+    threshold,
+)
+from dynasor_agents.protocol import PROGRAM_ID_HEADER
+
+from .conftest import Backend
+
+pytestmark = pytest.mark.timeout(300)
+
+
+def chat(vllm: Backend, **kwargs: object) -> ChatOpenAI:
+    return ChatOpenAI(
+        base_url=vllm.base_url, api_key="EMPTY", model=vllm.model, max_retries=0, **kwargs  # type: ignore[arg-type]
+    )
+
+
+def first_word(text: str) -> str | None:
+    match = re.search(r"[A-Za-z]+", text)
+    return match.group(0).lower() if match else None
+
+
+async def running_requests(client: httpx.AsyncClient) -> float:
+    text = (await client.get("/metrics")).text
+    values = re.findall(r"^vllm:num_requests_running\{[^}]*\} ([0-9.e+-]+)$", text, re.M)
+    assert values, "vLLM's /metrics has no vllm:num_requests_running"
+    return sum(float(v) for v in values)
+
+
+async def test_server_attributes_requests_and_tokens_to_the_program(vllm: Backend) -> None:
+    client = DynasorClient(vllm.base_url)
+    sc = SelfConsistency(
+        chat(vllm, temperature=0.8),
+        controller=CertaintyController(max_samples(4), first_round=4),
+        client=client,
+        max_tokens=24,
+    )
+    pid = f"attr-{uuid.uuid4().hex[:8]}"
+    result = await sc.ainvoke("What is 3 + 4?", program_id=pid)
+
+    assert result.program_id == pid
+    assert result.samples == 4
+    assert result.completion_tokens > 0 and result.prompt_tokens > 0
+    info = await client.get(pid)
+    assert info.requests == 4
+    # The server counted exactly the usage the responses reported.
+    assert info.prompt_tokens == result.prompt_tokens
+    assert info.completion_tokens == result.completion_tokens
+    assert info.state == "finished"  # ran to its sample cap: finished, not stopped
+
+
+async def test_a_settled_prompt_stops_at_the_first_detect_step(vllm: Backend) -> None:
+    prompt = ChatPromptTemplate.from_messages(
+        [("system", "Reply with exactly one word: OK."), ("human", "{question}")]
+    )
+    client = DynasorClient(vllm.base_url)
+    sc = SelfConsistency(
+        chat(vllm, temperature=0.0),
+        controller=CertaintyController(threshold(0.8) | max_samples(12), first_round=4),
+        extractor=first_word,
+        prompt=prompt,
+        client=client,
+        max_tokens=8,
+    )
+    result = await sc.ainvoke({"question": "Are you ready?"})
+
+    assert result.stop_reason is StopReason.CERTAIN
+    assert result.samples == 4 < 12
+    assert result.rounds == 1 and result.certainty == 1.0
+    assert (await client.get(result.program_id)).state == "stopped"
+
+
+async def test_stop_hint_aborts_streaming_requests_inside_vllm(vllm: Backend) -> None:
+    pid = f"stop-{uuid.uuid4().hex[:8]}"
+    oai = openai.AsyncOpenAI(base_url=vllm.base_url, api_key="EMPTY", max_retries=0)
+    chunks = [0, 0, 0, 0]
+    errors: list[BaseException] = []
+
+    async def stream(i: int) -> None:
+        response = await oai.chat.completions.create(
+            model=vllm.model,
+            messages=[{"role": "user", "content": f"Write a very long story number {i}."}],
+            max_tokens=1500,
+            stream=True,
+            extra_headers={PROGRAM_ID_HEADER: pid},
+        )
+        try:
+            async for _ in response:
+                chunks[i] += 1
+        except openai.APIError as exc:
+            errors.append(exc)
+
+    async with httpx.AsyncClient(base_url=vllm.root_url, timeout=10) as http:
+        tasks = [asyncio.create_task(stream(i)) for i in range(4)]
+        deadline = time.monotonic() + 60
+        while sum(chunks) < 20 and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        assert await running_requests(http) >= 1
+
+        stopped_at = time.monotonic()
+        info = await DynasorClient(vllm.base_url).send_hints(pid, Hints(stop=True))
+        assert info.state == "stopped" and info.aborted >= 1
+        while await running_requests(http) > 0:
+            assert time.monotonic() - stopped_at < 2.0, "vLLM still runs the stopped program"
+            await asyncio.sleep(0.05)
+        drained = time.monotonic() - stopped_at
+
+        await asyncio.wait_for(asyncio.gather(*tasks), timeout=10)
+        seen = list(chunks)
+        await asyncio.sleep(1.0)
+        assert chunks == seen, "generation kept growing after the stop"
+    assert drained < 2.0
+    # Every stream ended with the stable error code, not a silently truncated answer.
+    assert len(errors) == 4
+    assert all(getattr(e, "code", None) == "program_stopped" for e in errors)
+
+
+async def test_stopped_program_is_refused_and_server_stays_up(vllm: Backend) -> None:
+    pid = f"refuse-{uuid.uuid4().hex[:8]}"
+    client = DynasorClient(vllm.base_url)
+    await client.send_hints(pid, Hints(stop=True))
+
+    oai = openai.AsyncOpenAI(base_url=vllm.base_url, api_key="EMPTY", max_retries=0)
+    with pytest.raises(openai.ConflictError) as raised:
+        await oai.chat.completions.create(
+            model=vllm.model,
+            messages=[{"role": "user", "content": "hi"}],
+            max_tokens=4,
+            extra_headers={PROGRAM_ID_HEADER: pid},
+        )
+    assert raised.value.code == "program_stopped"
+
+    sc = SelfConsistency(chat(vllm), client=client, max_tokens=4)
+    with pytest.raises(ProgramStoppedError) as typed:
+        await sc.ainvoke("hi", program_id=pid)
+    assert typed.value.program_id == pid and typed.value.code == "program_stopped"
+
+    async with httpx.AsyncClient(base_url=vllm.root_url) as http:
+        assert (await http.get("/health")).status_code == 200
+    # Other programs are unaffected.
+    ok = await oai.chat.completions.create(
+        model=vllm.model, messages=[{"role": "user", "content": "hi"}], max_tokens=2
+    )
+    assert ok.choices
+
+
+def test_sync_invoke_batch_and_stream_against_vllm(vllm: Backend) -> None:
+    # Sync calls run on the library's own loop thread. langchain-openai caches one
+    # async HTTP client per (base_url, timeout) per process, and the async tests
+    # above bound that client's connections to pytest's loop: a distinct timeout
+    # gives this model its own client, as a real sync-only program would have.
+    sc = SelfConsistency(
+        chat(vllm, temperature=0.8, timeout=123),
+        controller=CertaintyController(max_samples(2), first_round=2),
+        client=DynasorClient(vllm.base_url),
+        max_tokens=8,
+    )
+    assert sc.invoke("Say a number.").samples == 2
+    results = sc.batch(["One?", "Two?", "Three?"], config={"max_concurrency": 2})
+    assert [r.samples for r in results] == [2, 2, 2]
+    streamed = list(sc.stream("Say a color."))
+    assert streamed[-1].final and not any(s.final for s in streamed[:-1])
+
