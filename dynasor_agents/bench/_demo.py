@@ -32,22 +32,35 @@ __all__ = ["DemoReport", "DemoRow", "short_answer", "run_demo"]
 SHORT_PROMPT = "Answer with one word or one number only."
 MATH_PROMPT = "Solve the problem step by step. Put the final answer in \\boxed{}."
 _WORD = re.compile(r"[A-Za-z][A-Za-z'-]*")
+_SENTENCE_END = re.compile(r"(?<!\d)[.!?\n]|[.!?](?!\d)")
+_COPULA = re.compile(r"\b(?:is|are|was)\b(.*)", re.IGNORECASE)
+_FILLER = frozenset(
+    "a an the usually typically primarily generally often always actually mostly "
+    "very deep light bright called known as".split()
+)
 
 
 def short_answer(text: str) -> str | None:
-    """Extractor for one-word answers: a number if the first line has one, else its first word.
+    """Extractor for one-word answers written as a sentence.
+
+    In the first sentence: a number if it has one (via :func:`extract_answer`),
+    else the first content word after "is/are/was" (or of the sentence).
 
     Example:
-        >>> short_answer("Paris."), short_answer("The answer is 5."), short_answer("  ")
-        ('Paris', '5', None)
+        >>> short_answer("The capital of France is Paris."), short_answer("It is 5.")
+        ('Paris', '5')
+        >>> short_answer("The sky is usually a deep blue."), short_answer("  ")
+        ('blue', None)
     """
-    line = text.strip().split("\n", 1)[0]
-    if not line:
+    sentence = _SENTENCE_END.split(text.strip(), maxsplit=1)[0]
+    if not sentence:
         return None
-    if any(ch.isdigit() for ch in line):
-        return extract_answer(line)
-    word = _WORD.search(line)
-    return word.group(0) if word else None
+    if any(ch.isdigit() for ch in sentence):
+        return extract_answer(sentence)
+    copula = _COPULA.search(sentence)
+    words = _WORD.findall(copula.group(1) if copula else sentence)
+    content = [w for w in words if w.lower() not in _FILLER]
+    return (content or words or [None])[0]
 
 
 def _correct(answer: str | None, gold: str) -> bool:

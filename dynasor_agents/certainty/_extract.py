@@ -34,9 +34,7 @@ AnswerExtractor: TypeAlias = Callable[[str], str | None]
 
 _BOX_RE = re.compile(r"\\(?:boxed|fbox)\s*\{")
 _HASHES_RE = re.compile(r"(?<!#)####(?!#)[ \t]*([^\n]*)")
-_PHRASE_RE = re.compile(
-    r"\b(?:final\s+answer|answer)\s*(?:is\s*:?|:|=)[ \t]*([^\n]*)", re.IGNORECASE
-)
+_PHRASE_RE = re.compile(r"\b(?:final\s+answer|answer)\s*(?:is\s*:?|:|=)[ \t]*", re.IGNORECASE)
 _SENTENCE_END_RE = re.compile(r"\.(?=\s|$)|[!?]")
 _NUMBER_IN_TEXT_RE = re.compile(
     r"(?<![\w.])(?:-|\u2212)?\$?(?:\d{1,3}(?:,\d{3})+(?!\d)|\d+)(?:\.\d+)?"
@@ -110,7 +108,8 @@ def _clean_phrase_tail(tail: str) -> str:
 def _last_phrase(text: str) -> str | None:
     """X from the last "the answer is X" / "Answer: X" with a non-empty X."""
     for match in reversed(list(_PHRASE_RE.finditer(text))):
-        content = _clean_phrase_tail(match.group(1))
+        line_end = text.find("\n", match.end())
+        content = _clean_phrase_tail(text[match.end() : None if line_end < 0 else line_end])
         if content:
             return content
     return None
@@ -174,6 +173,7 @@ _MAX_DECIMAL_PLACES = 12
 _MAX_DIGITS = 1000
 """Longer digit strings are not parsed as numbers (keeps ``int()`` cheap and safe)."""
 _MAX_PASSES = 16
+_MAX_WRAPPER_ROUNDS = 64
 
 _DIGIT_SPACE_RE = re.compile(r"(?<=\d)\\[,!;: ](?=\d)")
 _SPACING_RE = re.compile(r"\\(?:[,!;:]|q?quad(?![A-Za-z]))")
@@ -181,9 +181,10 @@ _ESCAPED_SPACE_RE = re.compile(r"\\ ")
 _LEFT_RIGHT_RE = re.compile(r"\\(?:left|right|displaystyle)(?![A-Za-z])")
 _WHITESPACE_RE = re.compile(r"\s+")
 _SPACE_AROUND_PUNCT_RE = re.compile(r"\s*([^\w\s\\])\s*")
-_TEXT_WRAPPER_RE = re.compile(r"\\(?:text|textbf|textit|textrm|mathrm|mathbf|mbox)\s*\{([^{}]*)\}")
+_TEXT_COMMAND_RE = re.compile(r"\\(?:text|textbf|textit|textrm|mathrm|mathbf|mbox)\s*\{")
 _VARIABLE_PREFIX_RE = re.compile(r"^[A-Za-z]\s*=\s*(?=[^=]+$)")
-_LEADING_CURRENCY_RE = re.compile(r"^([+-]?)\s*(?:\\\$|\$|\u20ac|\u00a3|\u00a5)\s*")
+_LEADING_CURRENCY_RE = re.compile(r"^([+-]?)\s*(?:(?:\\\$|\$|\u20ac|\u00a3|\u00a5)\s*)+")
+_DELIMITERS = (("$$", "$$"), ("$", "$"), ("\\(", "\\)"), ("\\[", "\\]"))
 _PERCENT_DEGREE_RE = re.compile(r"\s*(?:\\%|%|\^\s*\\circ|\^\s*\{\s*\\circ\s*\}|\u00b0|\\degree)$")
 _NUM = r"(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d*)?|\.\d+"
 _ATTACHED_UNITS = "cm|mm|km|m|kg|g|mg|lb|lbs|oz|ft|mi|ml|l|s|sec|min|h|hr|hrs|mph"
@@ -263,23 +264,65 @@ def _render_number(value: Fraction) -> str:
     return f"{sign}{whole}.{str(frac).zfill(places).rstrip('0')}"
 
 
+def _peel(s: str) -> str:
+    r"""Peel outer whitespace, final periods, math delimiters and ``\boxed{}`` layers.
+
+    Works on indices into ``s`` so that deep nesting stays linear.
+    """
+    pairs: dict[int, int] | None = None
+    lo, hi = 0, len(s)
+    while True:
+        before = (lo, hi)
+        while lo < hi and s[lo].isspace():
+            lo += 1
+        while hi > lo and (s[hi - 1].isspace() or s[hi - 1] == "."):
+            hi -= 1
+        for opener, closer in _DELIMITERS:
+            if (
+                hi - lo >= len(opener) + len(closer)
+                and s.startswith(opener, lo, hi)
+                and s.endswith(closer, lo, hi)
+            ):
+                lo, hi = lo + len(opener), hi - len(closer)
+        boxed = _BOX_RE.match(s, lo, hi)
+        if boxed is not None:
+            pairs = _matching_braces(s) if pairs is None else pairs
+            if pairs.get(boxed.end() - 1) == hi - 1:
+                lo, hi = boxed.end(), hi - 1
+        if (lo, hi) == before:
+            return s[lo:hi]
+
+
+def _unwrap_text_commands(s: str) -> str:
+    r"""Replace every ``\text{X}`` (and ``\mathrm``, ``\mbox``, ...) by `` X ``, nested too."""
+    matches = list(_TEXT_COMMAND_RE.finditer(s))
+    if not matches:
+        return s
+    pairs = _matching_braces(s)
+    cuts: list[tuple[int, int]] = []  # spans replaced by a space
+    for match in matches:
+        close = pairs.get(match.end() - 1)
+        if close is not None:
+            cuts += [(match.start(), match.end()), (close, close + 1)]
+    pieces: list[str] = []
+    at = 0
+    for start, end in sorted(cuts):
+        pieces += [s[at:start], " "]
+        at = end
+    pieces.append(s[at:])
+    return "".join(pieces)
+
+
 def _strip_wrappers(s: str) -> str:
     r"""Peel math delimiters, ``\boxed{}``, ``\text{}``, currency and a final period."""
-    while True:
+    for _ in range(_MAX_WRAPPER_ROUNDS):
         before = s
-        s = s.strip()
-        for opener, closer in (("$$", "$$"), ("$", "$"), ("\\(", "\\)"), ("\\[", "\\]")):
-            if len(s) >= len(opener) + len(closer) and s.startswith(opener) and s.endswith(closer):
-                s = s[len(opener) : len(s) - len(closer)].strip()
-        boxed = _BOX_RE.match(s)
-        if boxed is not None and _matching_braces(s).get(boxed.end() - 1) == len(s) - 1:
-            s = s[boxed.end() : -1]
-        s = _WHITESPACE_RE.sub(" ", _TEXT_WRAPPER_RE.sub(r" \1 ", s)).strip()
-        s = s.rstrip(".").rstrip()
+        s = _WHITESPACE_RE.sub(" ", _unwrap_text_commands(_peel(s))).strip()
         s = _LEADING_CURRENCY_RE.sub(r"\1", s)
         s = _VARIABLE_PREFIX_RE.sub("", s)
         if s == before:
-            return s
+            break
+    return s
 
 
 def _normalize_once(answer: str) -> str:

@@ -14,7 +14,9 @@ action                 sent back
 ``Launch(n, ...)``     ``None`` once ``n`` sample requests are running
 ``Await()``            the next finished :class:`Completion` (in finish order);
                        a failed request is thrown into the generator instead
-``Cancel()``           the number of requests cancelled
+``Cancel()``           the completions that had finished but were not yet
+                       delivered (their tokens are spent: nothing is lost);
+                       the rest are cancelled
 ``Emit(snapshot)``     ``None`` after the snapshot was published
 ``Finish(stop)``       ``None`` after the server was told (stop or finish)
 =====================  ======================================================
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import itertools
 import contextlib
 from collections.abc import Awaitable, Callable, Generator
 from dataclasses import dataclass
@@ -122,7 +125,8 @@ async def drive(
     Raises:
         DynasorError: From the core or a request; ``program_id`` is filled in.
     """
-    running: set[asyncio.Task[Completion]] = set()
+    running: dict[asyncio.Task[Completion], int] = {}  # task -> launch order
+    launched = itertools.count()
     finished: collections.deque[asyncio.Task[Completion]] = collections.deque()
     told_server = False
     try:
@@ -133,14 +137,16 @@ async def drive(
                 headers = program.headers(action.hints)
                 for _ in range(action.n):
                     task = asyncio.ensure_future(sampler(action.max_tokens, headers))
-                    running.add(program.track(task))
+                    running[program.track(task)] = next(launched)
             elif isinstance(action, Await):
                 if not finished:
                     if not running:
                         raise RuntimeError("strategy awaited a sample with none running")
                     done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
-                    running.difference_update(done)
-                    finished.extend(done)
+                    # Deliver simultaneous finishes in launch order: runs are reproducible.
+                    finished.extend(sorted(done, key=running.__getitem__))
+                    for task in done:
+                        del running[task]
                 task = finished.popleft()
                 exc = task.exception()
                 if exc is not None:
@@ -148,8 +154,9 @@ async def drive(
                     continue
                 reply = task.result()
             elif isinstance(action, Cancel):
-                reply = len(running)
                 await program.cancel_inflight()
+                finished.extend(t for t in running if t.done() and not t.cancelled())
+                reply = [t.result() for t in finished if t.exception() is None]
                 running.clear()
                 finished.clear()
             elif isinstance(action, Emit):
@@ -171,6 +178,9 @@ async def drive(
     finally:
         if running or program.in_flight:
             await program.cancel_inflight()
+        for task in (*running, *finished):  # retrieve dropped outcomes: no stray warnings
+            if task.done() and not task.cancelled():
+                task.exception()
         if not told_server:
             # The core failed or was cancelled: stop the program so nothing keeps running.
             with contextlib.suppress(Exception):

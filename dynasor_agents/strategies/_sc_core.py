@@ -149,6 +149,16 @@ def self_consistency_core(
         votes = cluster_answers([*raw, *([None] * pending)], key=key)
         return replace(state, samples=votes.total, certainty=certaindex(votes) if votes.total else 0.0)
 
+    def record(done: Completion) -> None:
+        nonlocal state
+        texts.append(done.text)
+        raw.append(extractor(done.text))
+        state = replace(
+            measured(),
+            prompt_tokens=state.prompt_tokens + done.prompt_tokens,
+            completion_tokens=state.completion_tokens + done.completion_tokens,
+        )
+
     while reason is None:
         decision = controller.decide(state)
         if decision.stop:
@@ -171,13 +181,7 @@ def self_consistency_core(
                 reason = StopReason.SERVER_STOPPED
                 break
             pending -= 1
-            texts.append(done.text)
-            raw.append(extractor(done.text))
-            state = replace(
-                measured(),
-                prompt_tokens=state.prompt_tokens + done.prompt_tokens,
-                completion_tokens=state.completion_tokens + done.completion_tokens,
-            )
+            record(done)
             if pending:
                 # Settled whatever the pending samples say, or out of tokens: stop now.
                 early = controller.decide(measured(pending))
@@ -186,7 +190,9 @@ def self_consistency_core(
                     reason = early.reason if early.reason is StopReason.CERTAIN else spent.reason
                     break
         if reason is not None:
-            yield Cancel()
+            stragglers: list[Completion] = yield Cancel()
+            for done in stragglers:
+                record(done)
         state = measured()
         state = replace(state, trajectory=(*state.trajectory, state.certainty), rounds=state.rounds + 1)
         yield Emit(snapshot(final=False))

@@ -1,0 +1,301 @@
+"""SelfConsistency with fake chat models: stopping logic, cancellation, parity, Runnable API."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import pytest
+from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
+from langchain_core.language_models import BaseChatModel, FakeListChatModel
+from langchain_core.messages import AIMessage, BaseMessage
+from langchain_core.outputs import ChatGeneration, ChatResult
+from langchain_core.prompts import ChatPromptTemplate
+from pydantic import PrivateAttr
+
+from dynasor_agents import (
+    PROGRESS_EVENT,
+    CertaintyController,
+    DynasorClient,
+    InvalidInputError,
+    ProgramStoppedError,
+    SelfConsistency,
+    StopReason,
+    max_samples,
+    max_tokens,
+    threshold,
+)
+from dynasor_agents.protocol import CERTAINTY_HEADER, PROGRAM_ID_HEADER
+
+
+class ScriptedChat(BaseChatModel):
+    """Answers from ``script(call_index)`` -> (text, delay); records every call's kwargs."""
+
+    script: Callable[[int], tuple[str, float]]
+    _calls: list[dict[str, Any]] = PrivateAttr(default_factory=list)
+    _cancelled: int = PrivateAttr(default=0)
+    _active: int = PrivateAttr(default=0)
+    _peak: int = PrivateAttr(default=0)
+
+    @property
+    def _llm_type(self) -> str:
+        return "scripted"
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        raise NotImplementedError("the strategies only use the async path")
+
+    async def _agenerate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        index = len(self._calls)
+        self._calls.append(kwargs)
+        text, delay = self.script(index)
+        self._active += 1
+        self._peak = max(self._peak, self._active)
+        try:
+            await asyncio.sleep(delay)
+        except asyncio.CancelledError:
+            self._cancelled += 1
+            raise
+        finally:
+            self._active -= 1
+        message = AIMessage(
+            content=text,
+            usage_metadata={"input_tokens": 10, "output_tokens": 3, "total_tokens": 13},
+        )
+        return ChatResult(generations=[ChatGeneration(message=message)])
+
+
+def always(text: str, delay: float = 0.0) -> ScriptedChat:
+    return ScriptedChat(script=lambda i: (text, delay))
+
+
+def cycle(*texts: str) -> ScriptedChat:
+    return ScriptedChat(script=lambda i: (texts[i % len(texts)], 0.0))
+
+
+class Recorder:
+    """An httpx MockTransport that records control requests and answers like the server."""
+
+    def __init__(self) -> None:
+        self.requests: list[tuple[str, str, dict[str, Any]]] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content) if request.content else {}
+        self.requests.append((request.method, request.url.path, body))
+        pid = request.url.path.split("/")[4]
+        state = "stopped" if body.get("stop") else "finished"
+        return httpx.Response(
+            200, json={"id": pid, "state": state, "created": 1.0, "last_activity": 1.0}
+        )
+
+    def client(self) -> DynasorClient:
+        return DynasorClient("http://dynasor.test/v1", transport=httpx.MockTransport(self))
+
+
+def controller(*, cap: int = 20, first: int = 5, t: float = 0.8) -> CertaintyController:
+    return CertaintyController(threshold(t) | max_samples(cap), first_round=first, round_size=first)
+
+
+async def test_unanimous_answers_stop_at_first_detect_step_and_stop_the_program() -> None:
+    recorder = Recorder()
+    sc = SelfConsistency(always("so \\boxed{18}"), controller=controller(), client=recorder.client())
+    result = await sc.ainvoke("q", program_id="p-1")
+
+    assert (result.answer, result.answer_text) == ("18", "18")
+    assert result.samples == 5 and result.rounds == 1
+    assert result.stop_reason is StopReason.CERTAIN and result.final
+    assert result.trajectory == [1.0] and result.votes == {"18": 5}
+    assert (result.prompt_tokens, result.completion_tokens) == (50, 15)
+    assert recorder.requests == [("POST", "/v1/dynasor/programs/p-1/hints", {"stop": True})]
+
+
+async def test_scattered_answers_run_to_the_cap_and_finish_the_program() -> None:
+    recorder = Recorder()
+    sc = SelfConsistency(
+        cycle("1", "2", "3", "4"), controller=controller(cap=12, first=4), client=recorder.client()
+    )
+    result = await sc.ainvoke("q", program_id="p-2")
+
+    assert result.samples == 12 and result.rounds == 3
+    assert result.stop_reason is StopReason.MAX_SAMPLES
+    assert len(result.trajectory) == 3 and result.certainty < 0.8
+    assert recorder.requests == [("DELETE", "/v1/dynasor/programs/p-2", {})]
+
+
+async def test_equivalent_answers_cluster_together() -> None:
+    sc = SelfConsistency(
+        cycle("\\boxed{18}", "It costs $18.", "#### 18.0", "18 dollars"), controller=controller()
+    )
+    result = await sc.ainvoke("q")
+    assert result.votes == {"18": 5} and result.stop_reason is StopReason.CERTAIN
+
+
+async def test_settled_mid_round_cancels_the_samples_still_running() -> None:
+    # 7 fast agreeing samples and 3 slow ones: with 10 in the round, 7 agreeing answers
+    # reach Certaindex 0.59 even if the 3 pending ones all disagree, so the rest is cancelled.
+    model = ScriptedChat(script=lambda i: ("7", 0.0) if i < 7 else ("8", 30.0))
+    sc = SelfConsistency(model, controller=controller(cap=10, first=10, t=0.5))
+    result = await asyncio.wait_for(sc.ainvoke("q"), timeout=5)
+
+    assert result.stop_reason is StopReason.CERTAIN
+    assert result.samples == 7 and result.answer == "7"
+    assert model._cancelled == 3
+
+
+async def test_finished_but_undelivered_samples_are_kept_when_cancelling() -> None:
+    # All 8 fast samples finish together; the core decides after 7 of them, and the
+    # 8th must still be counted (its tokens were spent).
+    model = ScriptedChat(script=lambda i: ("7", 0.0) if i < 8 else ("8", 30.0))
+    sc = SelfConsistency(model, controller=controller(cap=10, first=10, t=0.5))
+    result = await asyncio.wait_for(sc.ainvoke("q"), timeout=5)
+    assert result.samples == 8 and result.completion_tokens == 8 * 3
+    assert model._cancelled == 2
+
+
+async def test_token_budget_caps_requests_and_stops() -> None:
+    model = cycle("1", "2", "3")
+    ctl = CertaintyController(max_tokens(10) | max_samples(50), first_round=2, round_size=2)
+    result = await SelfConsistency(model, controller=ctl, max_tokens=7).ainvoke("q")
+
+    assert result.stop_reason is StopReason.MAX_TOKENS
+    assert result.completion_tokens >= 10 and result.samples == 4
+    assert [c["max_tokens"] for c in model._calls] == [7, 7, 4, 4]  # min(per-sample, left)
+
+
+async def test_requests_carry_program_headers_and_certainty_after_first_round() -> None:
+    model = cycle("1", "2")
+    await SelfConsistency(model, controller=controller(cap=4, first=2)).ainvoke(
+        "q", program_id="hdr"
+    )
+    headers = [c["extra_headers"] for c in model._calls]
+    assert all(h[PROGRAM_ID_HEADER] == "hdr" for h in headers)
+    assert CERTAINTY_HEADER not in headers[0]
+    assert CERTAINTY_HEADER in headers[2]
+
+
+def test_sync_and_async_give_the_same_result() -> None:
+    make = lambda: SelfConsistency(  # noqa: E731
+        cycle("5", "5", "6", "5"), controller=controller(cap=8, first=4)
+    )
+    sync = make().invoke("q", program_id="same")
+    asyn = asyncio.run(make().ainvoke("q", program_id="same"))
+    assert sync == asyn
+
+
+def test_batch_respects_max_concurrency() -> None:
+    model = always("\\boxed{1}", delay=0.01)
+    sc = SelfConsistency(model, controller=controller(first=3))
+    results = sc.batch(["a", "b", "c", "d"], config={"max_concurrency": 1})
+    assert [r.samples for r in results] == [3, 3, 3, 3]
+    assert len({r.program_id for r in results}) == 4
+    assert model._peak == 3  # one program (its 3 samples) at a time
+
+
+def test_stream_yields_a_snapshot_per_detect_step_then_the_result() -> None:
+    sc = SelfConsistency(cycle("1", "2", "3"), controller=controller(cap=9, first=3))
+    chunks = list(sc.stream("q"))
+    assert [c.final for c in chunks] == [False, False, False, True]
+    assert [c.samples for c in chunks] == [3, 6, 9, 9]
+    assert chunks[-1].stop_reason is StopReason.MAX_SAMPLES
+    assert all(c.stop_reason is None for c in chunks[:-1])
+
+
+async def test_astream_events_show_progress_events() -> None:
+    sc = SelfConsistency(cycle("1", "2"), controller=controller(cap=4, first=2))
+    events = [e async for e in sc.astream_events("q", version="v2")]
+    progress = [e for e in events if e["event"] == "on_custom_event"]
+    assert [e["name"] for e in progress] == [PROGRESS_EVENT, PROGRESS_EVENT]
+    assert [e["data"]["samples"] for e in progress] == [2, 4]
+
+
+def test_prompt_pipe_and_dict_inputs() -> None:
+    prompt = ChatPromptTemplate.from_messages([("human", "Solve: {problem}")])
+    model = FakeListChatModel(responses=["The answer is 4."])
+    chain = prompt | SelfConsistency(model, controller=controller(first=2))
+    assert chain.invoke({"problem": "2+2"}).answer == "4"
+    sc = SelfConsistency(model, controller=controller(first=2))
+    assert sc.invoke({"question": "2+2"}).answer == "4"  # default prompt
+
+
+async def test_no_answers_at_all_is_not_certain() -> None:
+    result = await SelfConsistency(
+        always("I do not know."), controller=controller(cap=6, first=3)
+    ).ainvoke("q")
+    assert result.answer is None and result.abstained == 6
+    assert result.certainty == 0.0 and result.stop_reason is StopReason.MAX_SAMPLES
+
+
+async def test_server_stop_before_any_sample_raises_typed_error() -> None:
+    class Stopped(Exception):
+        code = "program_stopped"
+
+    class Refused(ScriptedChat):
+        async def _agenerate(self, *args: Any, **kwargs: Any) -> ChatResult:
+            raise Stopped("program p is stopped")
+
+    recorder = Recorder()
+    sc = SelfConsistency(Refused(script=lambda i: ("", 0)), client=recorder.client())
+    with pytest.raises(ProgramStoppedError) as raised:
+        await sc.ainvoke("q", program_id="p-stop")
+    assert raised.value.program_id == "p-stop" and raised.value.code == "program_stopped"
+
+
+async def test_server_stop_after_some_samples_returns_what_it_has() -> None:
+    class Stopped(Exception):
+        code = "program_stopped"
+
+    counter = itertools.count()
+
+    class Flaky(ScriptedChat):
+        async def _agenerate(self, *args: Any, **kwargs: Any) -> ChatResult:
+            if next(counter) >= 2:
+                raise Stopped("stopped")
+            return await super()._agenerate(*args, **kwargs)
+
+    result = await SelfConsistency(
+        Flaky(script=lambda i: (str(i), 0.0)), controller=controller(cap=10, first=2)
+    ).ainvoke("q")
+    assert result.stop_reason is StopReason.SERVER_STOPPED and result.samples == 2
+
+
+async def test_model_failure_propagates_and_stops_the_program() -> None:
+    class Broken(ScriptedChat):
+        async def _agenerate(self, *args: Any, **kwargs: Any) -> ChatResult:
+            raise RuntimeError("model exploded")
+
+    recorder = Recorder()
+    sc = SelfConsistency(Broken(script=lambda i: ("", 0)), client=recorder.client())
+    with pytest.raises(RuntimeError, match="model exploded"):
+        await sc.ainvoke("q", program_id="boom")
+    assert recorder.requests == [("POST", "/v1/dynasor/programs/boom/hints", {"stop": True})]
+
+
+@pytest.mark.parametrize("bad", ["", "   ", 42, [], None])
+def test_bad_input_is_a_clear_error(bad: Any) -> None:
+    sc = SelfConsistency(always("1"))
+    with pytest.raises(InvalidInputError, match="input"):
+        sc.invoke(bad)
+
+
+def test_bad_construction_is_a_clear_error() -> None:
+    with pytest.raises(InvalidInputError, match="Runnable"):
+        SelfConsistency("gpt")  # type: ignore[arg-type]
+    with pytest.raises(InvalidInputError, match="max_tokens"):
+        SelfConsistency(always("1"), max_tokens=0)
+    with pytest.raises(InvalidInputError, match="program id"):
+        SelfConsistency(always("1")).invoke("q", program_id="../../etc")
