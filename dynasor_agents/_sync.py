@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import functools
 import threading
 from collections.abc import AsyncIterator, Coroutine, Iterator
@@ -54,9 +55,7 @@ class LoopThread:
         with self._lock:
             if self._loop is None or self._loop.is_closed():
                 loop = asyncio.new_event_loop()
-                thread = threading.Thread(
-                    target=loop.run_forever, name=self._name, daemon=True
-                )
+                thread = threading.Thread(target=loop.run_forever, name=self._name, daemon=True)
                 thread.start()
                 self._loop, self._thread = loop, thread
             return self._loop
@@ -96,10 +95,8 @@ class LoopThread:
         finally:
             aclose = getattr(agen, "aclose", None)
             if aclose is not None:
-                try:
+                with contextlib.suppress(RuntimeError, concurrent.futures.CancelledError):
                     self.run(aclose())
-                except (RuntimeError, concurrent.futures.CancelledError):
-                    pass
 
     def close(self) -> None:
         """Stop the loop and join the thread (idempotent)."""

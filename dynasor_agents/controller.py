@@ -40,7 +40,7 @@ __all__ = [
 ]
 
 
-class StopReason(str, enum.Enum):
+class StopReason(enum.StrEnum):
     """Why a reasoning program stopped."""
 
     CERTAIN = "certain"
@@ -120,6 +120,7 @@ class any_of(Policy):  # noqa: N801 - lowercase like tenacity's policy objects
 
     def __init__(self, *policies: Policy) -> None:
         flat: list[Policy] = []
+        self.policies: tuple[Policy, ...]
         for p in policies:
             if not isinstance(p, Policy):
                 raise InvalidInputError(f"any_of expects Policy objects, got {p!r}")

@@ -138,9 +138,7 @@ class DynasorClient:
             self._clients[loop] = client
         return client
 
-    async def request(
-        self, method: str, path: str, program_id: str, json: Any = None
-    ) -> Any:
+    async def request(self, method: str, path: str, program_id: str, json: Any = None) -> Any:
         """Send one control request, retrying transient failures; return its JSON."""
         async for attempt in AsyncRetrying(
             stop=stop_after_attempt(self._attempts),

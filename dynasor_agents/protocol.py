@@ -60,7 +60,7 @@ DEADLINE_HEADER: Final = "X-Dynasor-Deadline"
 
 API_PREFIX: Final = "/v1/dynasor/programs"
 MAX_PROGRAM_ID_LENGTH: Final = 128
-_PROGRAM_ID_RE: Final = re.compile(r"^[A-Za-z0-9._:-]{1,%d}$" % MAX_PROGRAM_ID_LENGTH)
+_PROGRAM_ID_RE: Final = re.compile(rf"^[A-Za-z0-9._:-]{{1,{MAX_PROGRAM_ID_LENGTH}}}$")
 
 
 def is_valid_program_id(program_id: str) -> bool:
@@ -83,7 +83,7 @@ def hints_path(program_id: str) -> str:
     return f"{API_PREFIX}/{program_id}/hints"
 
 
-class ErrorCode(str, enum.Enum):
+class ErrorCode(enum.StrEnum):
     """Stable error codes in the ``error.code`` field of server responses."""
 
     PROGRAM_STOPPED = "program_stopped"

@@ -35,8 +35,26 @@ _WORD = re.compile(r"[A-Za-z][A-Za-z'-]*")
 _SENTENCE_END = re.compile(r"(?<!\d)[.!?\n]|[.!?](?!\d)")
 _COPULA = re.compile(r"\b(?:is|are|was)\b(.*)", re.IGNORECASE)
 _FILLER = frozenset(
-    "a an the usually typically primarily generally often always actually mostly "
-    "very deep light bright called known as".split()
+    [
+        "a",
+        "an",
+        "the",
+        "usually",
+        "typically",
+        "primarily",
+        "generally",
+        "often",
+        "always",
+        "actually",
+        "mostly",
+        "very",
+        "deep",
+        "light",
+        "bright",
+        "called",
+        "known",
+        "as",
+    ]
 )
 
 
@@ -59,8 +77,8 @@ def short_answer(text: str) -> str | None:
         return extract_answer(sentence)
     copula = _COPULA.search(sentence)
     words = _WORD.findall(copula.group(1) if copula else sentence)
-    content = [w for w in words if w.lower() not in _FILLER]
-    return (content or words or [None])[0]
+    content = [w for w in words if w.lower() not in _FILLER] or words
+    return str(content[0]) if content else None
 
 
 def _correct(answer: str | None, gold: str) -> bool:
@@ -168,7 +186,10 @@ async def run_demo(
     from langchain_core.prompts import ChatPromptTemplate
 
     prompt = ChatPromptTemplate.from_messages(
-        [("system", SHORT_PROMPT if short else MATH_PROMPT.replace("{}", "{{}}")), ("human", "{question}")]
+        [
+            ("system", SHORT_PROMPT if short else MATH_PROMPT.replace("{}", "{{}}")),
+            ("human", "{question}"),
+        ]
     )
 
     def program(ctl: CertaintyController) -> SelfConsistency:

@@ -78,7 +78,7 @@ def ensure_checkpoint(target: Path | None = None, *, log: bool = True) -> Path:
         )
         # The weights are dequantized now; drop the GGUF quantization metadata so
         # vLLM loads a plain bf16 checkpoint.
-        model.hf_quantizer = None
+        model.hf_quantizer = None  # type: ignore[assignment]
         if hasattr(model.config, "quantization_config"):
             del model.config.quantization_config
         model.save_pretrained(str(tmp))

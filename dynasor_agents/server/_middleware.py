@@ -88,7 +88,7 @@ class DynasorMiddleware:
     def __init__(self, app: ASGIApp, *, table: ProgramTable | None = None) -> None:
         self.app = app
         self.table = table if table is not None else ProgramTable()
-        self._auth: _Authenticator | None | bool = False  # False: not looked up yet
+        self._auth: _Authenticator | bool | None = False  # False: not looked up yet
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":

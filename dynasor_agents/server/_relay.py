@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from typing import Any
+from typing import Any, cast
 
 from starlette.types import Message, Receive, Send
 
@@ -36,7 +36,7 @@ class Relay:
         self._receive = receive
         self._send = send
         self._aborted = aborted
-        self._pending: asyncio.Future[Message] | None = None
+        self._pending: asyncio.Future[Any] | None = None
         self.response_started = False
         self.response_complete = False
         self.streaming = False
@@ -50,19 +50,19 @@ class Relay:
         """Next inbound message; ``http.disconnect`` once the program is stopped."""
         if self._aborted.is_set():
             return _DISCONNECT
-        if self._pending is None:
-            self._pending = asyncio.ensure_future(self._receive())
-        stop = asyncio.ensure_future(self._aborted.wait())
+        pending = self._pending
+        if pending is None:
+            pending = self._pending = asyncio.ensure_future(self._receive())
+        stop: asyncio.Future[object] = asyncio.ensure_future(self._aborted.wait())
         try:
             # If this call is cancelled, the pending receive survives for the next
             # call, so no inbound message is ever lost.
-            await asyncio.wait({self._pending, stop}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait({pending, stop}, return_when=asyncio.FIRST_COMPLETED)
         finally:
             stop.cancel()
-        if self._pending.done():
-            message = self._pending.result()
+        if pending.done():
             self._pending = None
-            return message
+            return cast(Message, pending.result())
         return _DISCONNECT
 
     async def send(self, message: Message) -> None:

@@ -26,10 +26,10 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import itertools
 import contextlib
+import itertools
 from collections.abc import Awaitable, Callable, Generator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from dynasor_agents.errors import DynasorError
@@ -67,7 +67,7 @@ class Launch:
 
     n: int
     max_tokens: int | None = None
-    hints: Hints = Hints()
+    hints: Hints = field(default_factory=Hints)
 
 
 @dataclass(frozen=True)

@@ -124,13 +124,10 @@ def self_consistency_core(
 
     def snapshot(final: bool) -> SelfConsistencyResult:
         votes = cluster_answers(raw, key=key)
-        winner_text = next(
-            (a for a in raw if a is not None and a.strip() and key(a) == votes.winner), None
-        )
         return SelfConsistencyResult(
             program_id=program_id,
             answer=votes.winner,
-            answer_text=winner_text,
+            answer_text=votes.representative_of(votes.winner) if votes.winner else None,
             certainty=state.certainty,
             trajectory=list(state.trajectory),
             votes=dict(votes.counts),
@@ -147,7 +144,9 @@ def self_consistency_core(
     def measured(pending: int = 0) -> ProgramState:
         """The state with Certaindex recomputed; ``pending`` samples count as distinct."""
         votes = cluster_answers([*raw, *([None] * pending)], key=key)
-        return replace(state, samples=votes.total, certainty=certaindex(votes) if votes.total else 0.0)
+        return replace(
+            state, samples=votes.total, certainty=certaindex(votes) if votes.total else 0.0
+        )
 
     def record(done: Completion) -> None:
         nonlocal state
@@ -194,7 +193,9 @@ def self_consistency_core(
             for done in stragglers:
                 record(done)
         state = measured()
-        state = replace(state, trajectory=(*state.trajectory, state.certainty), rounds=state.rounds + 1)
+        state = replace(
+            state, trajectory=(*state.trajectory, state.certainty), rounds=state.rounds + 1
+        )
         yield Emit(snapshot(final=False))
 
     if not raw:

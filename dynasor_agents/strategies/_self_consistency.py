@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from typing import Any, cast
+from typing import Any
 
 from langchain_core.callbacks import AsyncCallbackManagerForChainRun, adispatch_custom_event
 from langchain_core.language_models import LanguageModelInput
@@ -241,11 +241,8 @@ class SelfConsistency(Runnable[SelfConsistencyInput, SelfConsistencyResult]):
         **kwargs: Any | None,
     ) -> list[SelfConsistencyResult]:
         """Run many programs concurrently (``max_concurrency`` in config applies)."""
-        return cast(
-            list[SelfConsistencyResult],
-            self._loop.run(
-                self.abatch(inputs, config, return_exceptions=return_exceptions, **kwargs)
-            ),
+        return self._loop.run(
+            self.abatch(inputs, config, return_exceptions=return_exceptions, **kwargs)
         )
 
     def stream(

@@ -32,7 +32,11 @@ pytestmark = pytest.mark.timeout(300)
 
 def chat(vllm: Backend, **kwargs: object) -> ChatOpenAI:
     return ChatOpenAI(
-        base_url=vllm.base_url, api_key="EMPTY", model=vllm.model, max_retries=0, **kwargs  # type: ignore[arg-type]
+        base_url=vllm.base_url,
+        api_key="EMPTY",
+        model=vllm.model,
+        max_retries=0,
+        **kwargs,  # type: ignore[arg-type]
     )
 
 
@@ -181,4 +185,3 @@ def test_sync_invoke_batch_and_stream_against_vllm(vllm: Backend) -> None:
     assert [r.samples for r in results] == [2, 2, 2]
     streamed = list(sc.stream("Say a color."))
     assert streamed[-1].final and not any(s.final for s in streamed[:-1])
-

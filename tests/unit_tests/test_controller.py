@@ -38,7 +38,7 @@ def test_composition_first_stop_wins_and_tightest_caps_apply() -> None:
     assert verdict == Verdict(stop=None, batch_cap=2, budget=400)
     both = policy(ProgramState(samples=10, certainty=0.95))
     assert both.stop is StopReason.CERTAIN  # order of composition decides the reason
-    assert "threshold(0.9) | max_samples(10) | max_tokens(500)" == repr(policy)
+    assert repr(policy) == "threshold(0.9) | max_samples(10) | max_tokens(500)"
 
 
 def test_max_tokens_stops_with_zero_budget() -> None:

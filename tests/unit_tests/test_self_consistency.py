@@ -113,7 +113,9 @@ def controller(*, cap: int = 20, first: int = 5, t: float = 0.8) -> CertaintyCon
 
 async def test_unanimous_answers_stop_at_first_detect_step_and_stop_the_program() -> None:
     recorder = Recorder()
-    sc = SelfConsistency(always("so \\boxed{18}"), controller=controller(), client=recorder.client())
+    sc = SelfConsistency(
+        always("so \\boxed{18}"), controller=controller(), client=recorder.client()
+    )
     result = await sc.ainvoke("q", program_id="p-1")
 
     assert (result.answer, result.answer_text) == ("18", "18")
@@ -241,12 +243,12 @@ async def test_no_answers_at_all_is_not_certain() -> None:
 
 
 async def test_server_stop_before_any_sample_raises_typed_error() -> None:
-    class Stopped(Exception):
+    class StoppedError(Exception):
         code = "program_stopped"
 
     class Refused(ScriptedChat):
         async def _agenerate(self, *args: Any, **kwargs: Any) -> ChatResult:
-            raise Stopped("program p is stopped")
+            raise StoppedError("program p is stopped")
 
     recorder = Recorder()
     sc = SelfConsistency(Refused(script=lambda i: ("", 0)), client=recorder.client())
@@ -256,7 +258,7 @@ async def test_server_stop_before_any_sample_raises_typed_error() -> None:
 
 
 async def test_server_stop_after_some_samples_returns_what_it_has() -> None:
-    class Stopped(Exception):
+    class StoppedError(Exception):
         code = "program_stopped"
 
     counter = itertools.count()
@@ -264,7 +266,7 @@ async def test_server_stop_after_some_samples_returns_what_it_has() -> None:
     class Flaky(ScriptedChat):
         async def _agenerate(self, *args: Any, **kwargs: Any) -> ChatResult:
             if next(counter) >= 2:
-                raise Stopped("stopped")
+                raise StoppedError("stopped")
             return await super()._agenerate(*args, **kwargs)
 
     result = await SelfConsistency(
