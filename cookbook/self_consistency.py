@@ -49,7 +49,7 @@ def main() -> None:
     for problem in DEFAULT_PROBLEMS:
         for step in chain.stream({"question": problem.question}):
             if not step.final:
-                print(f"  round {step.rounds}: {step.samples} samples, certainty {step.certainty:.2f}")
+                print(f"  round {step.rounds}: {step.samples} samples, c={step.certainty:.2f}")
         print(
             f"{problem.question} -> {step.answer_text} (gold {problem.gold}); "
             f"{step.samples} samples, {step.total_tokens} tokens, stop: {step.stop_reason}"

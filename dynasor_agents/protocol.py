@@ -133,9 +133,9 @@ class Hints(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    certainty: float | None = Field(default=None, ge=0.0, le=1.0)
+    certainty: float | None = Field(default=None, ge=0.0, le=1.0, allow_inf_nan=False)
     budget: int | None = Field(default=None, ge=0)
-    deadline: float | None = Field(default=None, gt=0.0)
+    deadline: float | None = Field(default=None, gt=0.0, allow_inf_nan=False)
     stop: bool = False
 
     @classmethod

@@ -19,9 +19,8 @@ API key themselves with vLLM's own authentication middleware when one is set.
 
 from __future__ import annotations
 
-import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
 from pydantic import ValidationError
@@ -38,8 +37,8 @@ from dynasor_agents.protocol import (
     error_body,
     is_valid_program_id,
 )
-from dynasor_agents.server._relay import Relay
-from dynasor_agents.server._table import ProgramTable
+from dynasor_agents.server._relay import Relay, send_json
+from dynasor_agents.server._table import ProgramRecord, ProgramTable
 
 __all__ = ["DynasorMiddleware"]
 
@@ -56,25 +55,16 @@ class _Authenticator(Protocol):
 _Handler = Callable[[str, Receive, Send], Awaitable[None]]
 
 
-async def send_json(send: Send, status: int, body: Any) -> None:
-    """Send a complete JSON response."""
-    payload = json.dumps(body).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(payload)).encode()),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": payload, "more_body": False})
-
-
-async def send_error(send: Send, code: ErrorCode, message: str, param: str | None = None) -> None:
+async def send_error(
+    send: Send,
+    code: ErrorCode,
+    message: str,
+    param: str | None = None,
+    headers: Sequence[tuple[bytes, bytes]] = (),
+) -> None:
     """Send an OpenAI-style error with the status that belongs to ``code``."""
-    await send_json(send, ERROR_STATUS[code], error_body(code, message, param=param))
+    body = error_body(code, message, param=param)
+    await send_json(send, ERROR_STATUS[code], body, retry=False, headers=headers)
 
 
 class DynasorMiddleware:
@@ -191,7 +181,10 @@ class DynasorMiddleware:
         if handler is None:
             allowed = ", ".join(routes)
             await send_error(
-                send, ErrorCode.METHOD_NOT_ALLOWED, f"{method} {path}: allowed is {allowed}"
+                send,
+                ErrorCode.METHOD_NOT_ALLOWED,
+                f"{method} {path}: allowed is {allowed}",
+                headers=[(b"allow", allowed.encode())],
             )
             return
         if not is_valid_program_id(program_id):
@@ -204,18 +197,10 @@ class DynasorMiddleware:
         await handler(program_id, receive, send)
 
     async def _get(self, program_id: str, receive: Receive, send: Send) -> None:
-        record = self.table.get(program_id)
-        if record is None:
-            await send_error(send, ErrorCode.PROGRAM_NOT_FOUND, f"no program {program_id}")
-            return
-        await send_json(send, 200, record.info().model_dump())
+        await _send_info(send, program_id, self.table.get(program_id))
 
     async def _delete(self, program_id: str, receive: Receive, send: Send) -> None:
-        record = self.table.finish(program_id)
-        if record is None:
-            await send_error(send, ErrorCode.PROGRAM_NOT_FOUND, f"no program {program_id}")
-            return
-        await send_json(send, 200, record.info().model_dump())
+        await _send_info(send, program_id, self.table.finish(program_id))
 
     async def _hints(self, program_id: str, receive: Receive, send: Send) -> None:
         body = await _read_body(receive, MAX_HINT_BODY)
@@ -235,6 +220,14 @@ class DynasorMiddleware:
             aborted = self.table.stop(program_id)
             logger.info("program %s stopped; %d in-flight requests aborted", program_id, aborted)
         await send_json(send, 200, record.info().model_dump())
+
+
+async def _send_info(send: Send, program_id: str, record: ProgramRecord | None) -> None:
+    """Send a program's info, or ``program_not_found``."""
+    if record is None:
+        await send_error(send, ErrorCode.PROGRAM_NOT_FOUND, f"no program {program_id}")
+        return
+    await send_json(send, 200, record.info().model_dump())
 
 
 async def _read_body(receive: Receive, limit: int) -> bytes | None:

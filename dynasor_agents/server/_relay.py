@@ -14,13 +14,35 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+from collections.abc import Sequence
 from typing import Any, cast
 
 from starlette.types import Message, Receive, Send
 
-__all__ = ["Relay"]
+__all__ = ["Relay", "send_json"]
 
 _DISCONNECT: Message = {"type": "http.disconnect"}
+
+
+async def send_json(
+    send: Send,
+    status: int,
+    body: Any,
+    *,
+    retry: bool = True,
+    headers: Sequence[tuple[bytes, bytes]] = (),
+) -> None:
+    """Send a complete JSON response; ``retry=False`` tells OpenAI clients not to retry."""
+    payload = json.dumps(body).encode()
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(payload)).encode()),
+        *headers,
+    ]
+    if not retry:
+        headers.append((b"x-should-retry", b"false"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": payload, "more_body": False})
 
 
 class Relay:
@@ -89,18 +111,7 @@ class Relay:
             return
         self.response_complete = True
         if not self.response_started:
-            payload = json.dumps(error).encode()
-            await self._send(
-                {
-                    "type": "http.response.start",
-                    "status": status,
-                    "headers": [
-                        (b"content-type", b"application/json"),
-                        (b"content-length", str(len(payload)).encode()),
-                    ],
-                }
-            )
-            await self._send({"type": "http.response.body", "body": payload})
+            await send_json(self._send, status, error, retry=False)
         elif self.streaming:
             event = b"data: " + json.dumps(error).encode() + b"\n\ndata: [DONE]\n\n"
             await self._send({"type": "http.response.body", "body": event})
@@ -135,7 +146,7 @@ class Relay:
             self._json_chunks.clear()
 
     def _take_usage(self, raw: bytes) -> None:
-        with contextlib.suppress(ValueError):
+        with contextlib.suppress(ValueError, TypeError):  # odd usage never breaks a response
             decoded = json.loads(raw)
             usage = decoded.get("usage") if isinstance(decoded, dict) else None
             if isinstance(usage, dict):
