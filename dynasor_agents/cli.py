@@ -41,7 +41,7 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--samples", type=int, default=16, help="fixed N, and Dynasor's cap")
     demo.add_argument("--first-round", type=int, default=4, help="samples per detect step")
     demo.add_argument("--threshold", type=float, default=0.8, help="Certaindex to stop at")
-    demo.add_argument("--temperature", type=float, default=0.7)
+    demo.add_argument("--temperature", type=float, default=0.5, help="sampling temperature")
     demo.add_argument("--max-tokens", type=int, default=None, help="cap per sample")
     demo.add_argument("--concurrency", type=int, default=2, help="problems in flight")
     demo.add_argument("--base-url", help="use this running server (http://host:port/v1)")

@@ -149,7 +149,7 @@ async def run_demo(
     samples: int = 16,
     first_round: int = 4,
     certainty: float = 0.8,
-    temperature: float = 0.7,
+    temperature: float = 0.5,
     max_tokens: int = 48,
     short: bool = True,
     concurrency: int = 2,
