@@ -252,5 +252,6 @@ class Program:
         await self.cancel_inflight()
         if self.stopped:
             return None
-        self.stopped = True
-        return await self.send_hints(Hints(stop=True))
+        info = await self.send_hints(Hints(stop=True))
+        self.stopped = True  # only once the server knows: a failed stop can be retried
+        return info

@@ -60,7 +60,7 @@ DEADLINE_HEADER: Final = "X-Dynasor-Deadline"
 
 API_PREFIX: Final = "/v1/dynasor/programs"
 MAX_PROGRAM_ID_LENGTH: Final = 128
-_PROGRAM_ID_RE: Final = re.compile(rf"^[A-Za-z0-9._:-]{{1,{MAX_PROGRAM_ID_LENGTH}}}$")
+_PROGRAM_ID_RE: Final = re.compile(rf"[A-Za-z0-9._:-]{{1,{MAX_PROGRAM_ID_LENGTH}}}")
 
 
 def is_valid_program_id(program_id: str) -> bool:
@@ -70,7 +70,7 @@ def is_valid_program_id(program_id: str) -> bool:
         >>> is_valid_program_id("sc-42"), is_valid_program_id("../etc"), is_valid_program_id("")
         (True, False, False)
     """
-    return bool(_PROGRAM_ID_RE.match(program_id))
+    return _PROGRAM_ID_RE.fullmatch(program_id) is not None
 
 
 def program_path(program_id: str) -> str:
