@@ -28,6 +28,7 @@ import asyncio
 import collections
 import contextlib
 import itertools
+import logging
 from collections.abc import Awaitable, Callable, Generator
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
@@ -50,6 +51,7 @@ __all__ = [
 ]
 
 R = TypeVar("R")
+logger = logging.getLogger("dynasor_agents")
 
 
 @dataclass(frozen=True)
@@ -164,7 +166,10 @@ async def drive(
                     await emit(action.snapshot)
             elif isinstance(action, Finish):
                 told_server = True
-                await _tell_server(program, stop=action.stop)
+                try:
+                    await _tell_server(program, stop=action.stop)
+                except Exception as exc:  # advisory: never lose a finished result over it
+                    logger.warning("could not tell the server %s is over: %s", program.id, exc)
             else:  # pragma: no cover - guarded by the Action union
                 raise TypeError(f"unknown strategy action {action!r}")
             action = core.send(reply)

@@ -301,3 +301,13 @@ def test_bad_construction_is_a_clear_error() -> None:
         SelfConsistency(always("1"), max_tokens=0)
     with pytest.raises(InvalidInputError, match="program id"):
         SelfConsistency(always("1")).invoke("q", program_id="../../etc")
+
+
+async def test_result_survives_an_unreachable_server() -> None:
+    def down(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("server down", request=request)
+
+    client = DynasorClient("http://dynasor.test", transport=httpx.MockTransport(down), attempts=2)
+    sc = SelfConsistency(always("\\boxed{3}"), controller=controller(first=3), client=client)
+    result = await sc.ainvoke("q")
+    assert result.answer == "3" and result.stop_reason is StopReason.CERTAIN
