@@ -230,7 +230,8 @@ class Program:
         Cancelling a request task closes its HTTP connection, which vLLM sees as
         a client disconnect and aborts the request in the engine.
         """
-        pending = [t for t in self._tasks if not t.done()]
+        me = asyncio.current_task()  # a tracked task may stop its own program
+        pending = [t for t in self._tasks if not t.done() and t is not me]
         for task in pending:
             task.cancel()
         if pending:

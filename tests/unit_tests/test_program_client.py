@@ -296,7 +296,7 @@ async def test_one_pooled_http_client_per_loop(clients: list[DynasorClient]) -> 
 @pytest.mark.parametrize("status", [200, 201, 204, 302, 399])
 def test_raise_for_error_ignores_non_errors(status: int) -> None:
     stopped = error_body(ErrorCode.PROGRAM_STOPPED, "stopped")
-    assert raise_for_error(status, stopped, PID) is None
+    raise_for_error(status, stopped, PID)  # returns without raising
 
 
 @pytest.mark.parametrize(
@@ -464,6 +464,36 @@ async def test_a_failed_stop_can_be_retried(clients: list[DynasorClient]) -> Non
     got = await within(program.stop())
     assert got is not None and got.state == "stopped"
     assert server.calls == 2
+
+
+def test_stop_from_inside_a_tracked_task_does_not_deadlock() -> None:
+    # A private loop: if the task deadlocks, the session loop is not left with it.
+    loop = asyncio.new_event_loop()
+    loop_errors: list[dict[str, Any]] = []
+    loop.set_exception_handler(lambda _loop, context: loop_errors.append(context))
+    server = Server(httpx.Response(200, json=program_json("p1", state="stopped")))
+
+    async def scenario() -> bool:
+        client = server.client()
+        program = Program("p1", client=client)
+
+        async def sample() -> ProgramInfo | None:
+            return await program.stop()  # a sample that decides the program is over
+
+        task = program.track(asyncio.ensure_future(sample()))
+        await asyncio.wait({task}, timeout=0.5)
+        finished = task.done()
+        if not finished:  # break the self-gather so the loop can close cleanly
+            task._fut_waiter.set_result([None])  # type: ignore[attr-defined]
+            await asyncio.wait({task}, timeout=0.5)
+        await client.aclose()
+        return finished
+
+    try:
+        finished = loop.run_until_complete(scenario())
+    finally:
+        loop.close()
+    assert finished and server.calls == 1
 
 
 # ----------------------------------------------------------------------------- round trip

@@ -484,7 +484,7 @@ async def test_json_responses_are_attributed_and_their_usage_counted(
 async def test_sse_usage_is_counted_even_when_events_are_split_across_body_chunks(
     client: httpx.AsyncClient, split: int | None, compact: bool
 ) -> None:
-    request = {"stream": True, "split": split, "compact": compact}
+    request: dict[str, Any] = {"stream": True, "split": split, "compact": compact}
     response = await chat(client, **request)
     assert response.status_code == 200
     assert response.content == b"".join(sse_events(request))  # forwarded byte for byte
@@ -524,7 +524,8 @@ async def test_an_inner_app_exception_still_ends_the_request(
     client: httpx.AsyncClient, mw: DynasorMiddleware
 ) -> None:
     with pytest.raises(RuntimeError, match="engine crashed"):
-        await chat(client, **{"raise": True})
+        crash: dict[str, Any] = {"raise": True}
+        await chat(client, **crash)
     record = mw.table.get(PID)
     assert record is not None and not record.in_flight
     got = await info(client)
@@ -974,7 +975,8 @@ async def test_a_stopped_program_refuses_new_requests_without_calling_vllm(
     client: httpx.AsyncClient, fake: FakeVLLM
 ) -> None:
     assert (await stop(client, "fresh")).state == "stopped"  # a stop creates the program
-    for request in ({}, {"stream": True}):
+    requests: list[dict[str, Any]] = [{}, {"stream": True}]
+    for request in requests:
         response = await chat(client, "fresh", **request)
         error = assert_error(response, ErrorCode.PROGRAM_STOPPED, 409)
         assert "fresh" in error["message"] and "stopped" in error["message"]
@@ -1159,7 +1161,7 @@ def test_program_table_records_created_and_last_activity_from_its_clock() -> Non
     clock.now = 30.0
     handle = record.begin_request()
     assert table.stop("p1") == 1 and table.stop("p1") == 0
-    assert handle.aborted.is_set() and record.state is Lifecycle.STOPPED
+    assert handle.aborted.is_set() and record.info().state == "stopped"
     assert (record.created, record.last_activity, record.aborted) == (10.0, 30.0, 1)
 
     clock.now = 40.0
