@@ -37,12 +37,14 @@ from dynasor_agents.controller import (
     threshold,
 )
 from dynasor_agents.errors import (
+    BudgetExhaustedError,
     DynasorError,
     InvalidInputError,
     NoSamplesError,
     ProgramNotFoundError,
     ProgramStoppedError,
     ServerError,
+    TooManyProgramsError,
 )
 from dynasor_agents.program import DynasorClient, Program
 from dynasor_agents.protocol import Hints, ProgramInfo
@@ -53,6 +55,7 @@ __version__ = "0.1.0"
 __all__ = [
     "PROGRESS_EVENT",
     "AnswerExtractor",
+    "BudgetExhaustedError",
     "CertaintyController",
     "Decision",
     "DynasorClient",
@@ -70,6 +73,7 @@ __all__ = [
     "SelfConsistencyResult",
     "ServerError",
     "StopReason",
+    "TooManyProgramsError",
     "Votes",
     "__version__",
     "certaindex",

@@ -11,7 +11,12 @@ happened before any program existed, e.g. a bad constructor argument)::
     └── ServerError                   the Dynasor server answered with an error
         ├── ProgramStoppedError       code ``program_stopped``: the program was
         │                             stopped, the server refuses its requests
-        └── ProgramNotFoundError      code ``program_not_found``
+        ├── ProgramNotFoundError      code ``program_not_found`` (also another
+        │                             API key's program)
+        ├── BudgetExhaustedError      code ``budget_exhausted``: the program
+        │                             has no token budget left
+        └── TooManyProgramsError      code ``too_many_programs``: the server's
+                                      program table is full
 
 ``code`` is one of :class:`dynasor_agents.protocol.ErrorCode` for errors that
 cross the wire, so client code can branch on the same stable strings the server
@@ -28,12 +33,14 @@ Example:
 from __future__ import annotations
 
 __all__ = [
+    "BudgetExhaustedError",
     "DynasorError",
     "InvalidInputError",
     "NoSamplesError",
     "ProgramNotFoundError",
     "ProgramStoppedError",
     "ServerError",
+    "TooManyProgramsError",
 ]
 
 
@@ -108,3 +115,15 @@ class ProgramNotFoundError(ServerError):
     """The server has no such program (or it belongs to another API key)."""
 
     default_code = "program_not_found"
+
+
+class BudgetExhaustedError(ServerError):
+    """The program's token budget is spent; the server refuses new requests."""
+
+    default_code = "budget_exhausted"
+
+
+class TooManyProgramsError(ServerError):
+    """The server's program table is full; retry once programs finish or expire."""
+
+    default_code = "too_many_programs"

@@ -29,10 +29,12 @@ from tenacity import (
 )
 
 from dynasor_agents.errors import (
+    BudgetExhaustedError,
     InvalidInputError,
     ProgramNotFoundError,
     ProgramStoppedError,
     ServerError,
+    TooManyProgramsError,
 )
 from dynasor_agents.protocol import (
     PROGRAM_ID_HEADER,
@@ -49,6 +51,8 @@ __all__ = ["DynasorClient", "Program", "raise_for_error"]
 _ERRORS: dict[str, type[ServerError]] = {
     ErrorCode.PROGRAM_STOPPED.value: ProgramStoppedError,
     ErrorCode.PROGRAM_NOT_FOUND.value: ProgramNotFoundError,
+    ErrorCode.BUDGET_EXHAUSTED.value: BudgetExhaustedError,
+    ErrorCode.TOO_MANY_PROGRAMS.value: TooManyProgramsError,
 }
 
 

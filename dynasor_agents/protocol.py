@@ -13,7 +13,14 @@ header                     meaning
 ``X-Dynasor-Certainty``    latest Certaindex of the program, 0..1
 ``X-Dynasor-Budget``       tokens the program may still spend
 ``X-Dynasor-Deadline``     absolute deadline, seconds since the epoch
+``X-Dynasor-Remaining``    requests the program still expects to send
 =========================  ====================================================
+
+A budget hint says how many *completion* tokens the program may still spend,
+counted from the moment the server receives it; the server clamps each
+request's ``max_tokens`` to what is left (after what its other in-flight
+requests may still use). Repeating the same budget value on several requests
+(one round of samples) does not reset the count; a different value does.
 
 Example:
     >>> hints = Hints.from_headers({"x-dynasor-certainty": "0.8", "x-dynasor-budget": "120"})
@@ -40,6 +47,7 @@ __all__ = [
     "CERTAINTY_HEADER",
     "DEADLINE_HEADER",
     "ERROR_STATUS",
+    "REMAINING_HEADER",
     "MAX_PROGRAM_ID_LENGTH",
     "PROGRAM_ID_HEADER",
     "ErrorCode",
@@ -57,6 +65,7 @@ PROGRAM_ID_HEADER: Final = "X-Dynasor-Program-Id"
 CERTAINTY_HEADER: Final = "X-Dynasor-Certainty"
 BUDGET_HEADER: Final = "X-Dynasor-Budget"
 DEADLINE_HEADER: Final = "X-Dynasor-Deadline"
+REMAINING_HEADER: Final = "X-Dynasor-Remaining"
 
 API_PREFIX: Final = "/v1/dynasor/programs"
 MAX_PROGRAM_ID_LENGTH: Final = 128
@@ -91,6 +100,8 @@ class ErrorCode(enum.StrEnum):
     INVALID_PROGRAM_ID = "invalid_program_id"
     INVALID_HINTS = "invalid_hints"
     METHOD_NOT_ALLOWED = "method_not_allowed"
+    BUDGET_EXHAUSTED = "budget_exhausted"
+    TOO_MANY_PROGRAMS = "too_many_programs"
 
 
 ERROR_STATUS: Final[Mapping[ErrorCode, int]] = {
@@ -99,6 +110,8 @@ ERROR_STATUS: Final[Mapping[ErrorCode, int]] = {
     ErrorCode.INVALID_PROGRAM_ID: 400,
     ErrorCode.INVALID_HINTS: 400,
     ErrorCode.METHOD_NOT_ALLOWED: 405,
+    ErrorCode.BUDGET_EXHAUSTED: 429,
+    ErrorCode.TOO_MANY_PROGRAMS: 503,
 }
 """HTTP status the server answers with for each error code."""
 
@@ -128,6 +141,9 @@ class Hints(BaseModel):
         certainty: The program's latest Certaindex in ``[0, 1]``.
         budget: Tokens the program may still spend (>= 0).
         deadline: Absolute deadline in seconds since the epoch.
+        remaining: Requests (samples) the program still expects to send; the
+            server's scheduler multiplies it by the program's average tokens
+            per request to estimate its remaining work.
         stop: Stop the program: abort its in-flight requests, refuse new ones.
     """
 
@@ -136,6 +152,7 @@ class Hints(BaseModel):
     certainty: float | None = Field(default=None, ge=0.0, le=1.0, allow_inf_nan=False)
     budget: int | None = Field(default=None, ge=0)
     deadline: float | None = Field(default=None, gt=0.0, allow_inf_nan=False)
+    remaining: int | None = Field(default=None, ge=0)
     stop: bool = False
 
     @classmethod
@@ -151,6 +168,7 @@ class Hints(BaseModel):
             ("certainty", CERTAINTY_HEADER),
             ("budget", BUDGET_HEADER),
             ("deadline", DEADLINE_HEADER),
+            ("remaining", REMAINING_HEADER),
         ):
             value = lower.get(header.lower())
             if value is not None:
@@ -166,7 +184,16 @@ class Hints(BaseModel):
             out[BUDGET_HEADER] = str(self.budget)
         if self.deadline is not None:
             out[DEADLINE_HEADER] = f"{self.deadline:.3f}"
+        if self.remaining is not None:
+            out[REMAINING_HEADER] = str(self.remaining)
         return out
+
+    @property
+    def is_empty(self) -> bool:
+        """Whether no field is set (nothing to record)."""
+        return not self.stop and all(
+            v is None for v in (self.certainty, self.budget, self.deadline, self.remaining)
+        )
 
 
 def describe_validation_error(exc: ValidationError) -> str:
@@ -189,6 +216,9 @@ class ProgramInfo(BaseModel):
     certainty: float | None = None
     budget: int | None = None
     deadline: float | None = None
+    remaining: int | None = None
+    budget_left: int | None = None
+    priority: int | None = None
     requests: int = 0
     in_flight: int = 0
     aborted: int = 0
