@@ -1,28 +1,39 @@
 """Pure ASGI middleware that makes vLLM's OpenAI server program-aware.
 
-Load it with ``--middleware dynasor_agents.server.DynasorMiddleware``. It
+Load it with ``--middleware dynasor_agents.server.DynasorMiddleware`` (the
+``dynasor-agents serve`` launcher does, and passes its flags in ``DYNASOR_*``
+environment variables, see :class:`ServerConfig`). For every
+``/v1/chat/completions`` and ``/v1/completions`` request that carries
+``X-Dynasor-Program-Id`` it
 
-* attributes every ``/v1/chat/completions`` and ``/v1/completions`` request that
-  carries ``X-Dynasor-Program-Id`` to its program, with the tokens its response
-  reports (JSON bodies and server-sent events alike);
-* serves ``GET``/``DELETE /v1/dynasor/programs/{id}`` and
-  ``POST /v1/dynasor/programs/{id}/hints``;
+* records the request's hints (certainty, budget, deadline, remaining) and
+  refuses requests of stopped programs (``program_stopped``) or of programs
+  whose budget is spent (``budget_exhausted``);
+* rewrites the JSON body: the scheduling policy sets vLLM's ``priority``, the
+  budget clamps ``max_tokens``, and streams always report usage to the server
+  (the usage event is removed again when the client did not ask for it);
+* attributes the tokens the response reports to the program;
 * honors a stop: each in-flight request of the program sees its client
-  disconnect (the ASGI ``http.disconnect`` message), which is how vLLM's handlers
-  learn to abort a request inside the engine; the caller gets an OpenAI-style
-  ``program_stopped`` error instead of a truncated answer, and new requests of
-  the program are refused with the same code.
+  disconnect (the ASGI ``http.disconnect`` message), which is how vLLM's
+  handlers learn to abort a request inside the engine; the caller gets a
+  ``program_stopped`` error instead of a truncated answer.
 
-vLLM adds ``--middleware`` classes outermost, so the control endpoints check the
-API key themselves with vLLM's own authentication middleware when one is set.
+It also serves ``GET``/``DELETE /v1/dynasor/programs/{id}`` and ``POST
+/v1/dynasor/programs/{id}/hints``. vLLM adds ``--middleware`` classes outermost,
+so the component checks the API key itself with vLLM's own authentication
+middleware; with ``--api-key`` set, a program belongs to the key that created
+it, and other keys get ``program_not_found`` as if it did not exist.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+import os
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Protocol
 
+from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -37,8 +48,17 @@ from dynasor_agents.protocol import (
     error_body,
     is_valid_program_id,
 )
+from dynasor_agents.server._config import ServerConfig
+from dynasor_agents.server._metrics import ServerMetrics
 from dynasor_agents.server._relay import Relay, send_json
-from dynasor_agents.server._table import ProgramRecord, ProgramTable
+from dynasor_agents.server._rewrite import RequestBody, parse_body
+from dynasor_agents.server._scheduling import SchedulingPolicy, make_policy
+from dynasor_agents.server._table import (
+    OwnerMismatchError,
+    ProgramRecord,
+    ProgramTable,
+    TableFullError,
+)
 
 __all__ = ["DynasorMiddleware"]
 
@@ -46,13 +66,14 @@ logger = logging.getLogger("dynasor_agents.server")
 
 GENERATION_PATHS = frozenset({"/v1/chat/completions", "/v1/completions"})
 MAX_HINT_BODY = 16 * 1024
+_ID_RULE = "1-128 characters of A-Za-z0-9._:-"
 
 
 class _Authenticator(Protocol):
     def verify_token(self, headers: Headers) -> bool: ...
 
 
-_Handler = Callable[[str, Receive, Send], Awaitable[None]]
+_Handler = Callable[[str, str | None, Receive, Send], Awaitable[None]]
 
 
 async def send_error(
@@ -67,18 +88,59 @@ async def send_error(
     await send_json(send, ERROR_STATUS[code], body, retry=False, headers=headers)
 
 
+def _hint_fields(hints: Hints) -> list[str]:
+    return [name for name, value in hints.model_dump(exclude_defaults=True).items() if value]
+
+
 class DynasorMiddleware:
     """The Dynasor server component, as pure ASGI middleware.
 
     Args:
         app: The next ASGI application (vLLM's stack).
-        table: The program table (a fresh one by default; inject one in tests).
+        config: What the component does; read from ``DYNASOR_*`` environment
+            variables when omitted (that is how vLLM constructs it).
+        table: The program table (built from ``config`` unless given; inject one
+            with a fake clock in tests).
+        policy: The program scheduling policy (``config.scheduling`` unless given).
+        metrics: The metrics collector (built on ``registry`` unless given).
+        registry: Where the metrics are registered: prometheus' default
+            registry (which vLLM serves on ``/metrics``) unless given.
+        environ: The environment to read ``config`` from (``os.environ``).
     """
 
-    def __init__(self, app: ASGIApp, *, table: ProgramTable | None = None) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        config: ServerConfig | None = None,
+        table: ProgramTable | None = None,
+        policy: SchedulingPolicy | None = None,
+        metrics: ServerMetrics | None = None,
+        registry: CollectorRegistry | None = None,
+        environ: Mapping[str, str] | None = None,
+    ) -> None:
         self.app = app
-        self.table = table if table is not None else ProgramTable()
+        self.config = config or ServerConfig.from_env(os.environ if environ is None else environ)
+        if table is None:
+            table = ProgramTable(
+                ttl=self.config.program_ttl,
+                max_programs=self.config.max_programs,
+                default_budget=self.config.default_budget,
+            )
+        self.table = table
+        self.policy = policy if policy is not None else make_policy(self.config)
+        self.metrics = (
+            metrics
+            if metrics is not None
+            else ServerMetrics(self.table, self.policy.name, registry=registry)
+        )
         self._auth: _Authenticator | bool | None = False  # False: not looked up yet
+        logger.info(
+            "dynasor component loaded: scheduling=%s ttl=%ss max_programs=%d",
+            self.policy.name,
+            self.config.program_ttl,
+            self.config.max_programs,
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -95,7 +157,7 @@ class DynasorMiddleware:
                 return
         await self.app(scope, receive, send)
 
-    # -- authentication ---------------------------------------------------------
+    # -- authentication and ownership ---------------------------------------------
 
     def _authenticator(self) -> _Authenticator | None:
         if self._auth is False:
@@ -111,51 +173,133 @@ class DynasorMiddleware:
             self._auth = found
         return self._auth if not isinstance(self._auth, bool) else None
 
-    def _authorized(self, scope: Scope) -> bool:
+    def _authorize(self, scope: Scope) -> tuple[bool, str | None]:
+        """Whether the request may proceed, and the owner it acts for.
+
+        Without ``--api-key`` everyone may and nobody owns anything; with it, the
+        owner is a digest of the bearer token (the token itself is never kept).
+        """
         auth = self._authenticator()
-        return auth is None or auth.verify_token(Headers(scope=scope))
+        if auth is None:
+            return True, None
+        headers = Headers(scope=scope)
+        if not auth.verify_token(headers):
+            return False, None
+        token = headers.get("authorization", "").partition(" ")[2]
+        return True, hashlib.sha256(token.encode()).hexdigest()[:32]
+
+    async def _reject(self, send: Send, code: ErrorCode, message: str, **kw: Any) -> None:
+        self.metrics.rejected_with(code.value)
+        await send_error(send, code, message, **kw)
 
     # -- generation requests ----------------------------------------------------
 
     async def _generate(self, program_id: str, scope: Scope, receive: Receive, send: Send) -> None:
-        if not self._authorized(scope):
+        allowed, owner = self._authorize(scope)
+        if not allowed:
             await self.app(scope, receive, send)  # vLLM answers 401 itself
             return
         if not is_valid_program_id(program_id):
-            await send_error(
+            await self._reject(
                 send,
                 ErrorCode.INVALID_PROGRAM_ID,
-                "X-Dynasor-Program-Id must be 1-128 characters of A-Za-z0-9._:-",
+                f"{PROGRAM_ID_HEADER} must be {_ID_RULE}",
                 param=PROGRAM_ID_HEADER,
             )
             return
         try:
             hints = Hints.from_headers(Headers(scope=scope))
         except ValidationError as exc:
-            await send_error(send, ErrorCode.INVALID_HINTS, describe_validation_error(exc))
+            await self._reject(send, ErrorCode.INVALID_HINTS, describe_validation_error(exc))
             return
-        record = self.table.get_or_create(program_id)
-        record.apply(hints)
+        record = await self._record(program_id, owner, send)
+        if record is None:
+            return
+        record.apply(hints, repeat_resets=False)
+        self.metrics.hints("header", _hint_fields(hints))
         if not record.active:
-            await send_error(
+            await self._reject(
                 send,
                 ErrorCode.PROGRAM_STOPPED,
                 f"program {program_id} is {record.state.name.lower()}; it takes no new requests",
             )
             return
-        handle = record.begin_request()
-        relay = Relay(receive, send, handle.aborted)
+        raw = await _read_body(receive, None)
+        if raw is None:
+            return  # the client left before its request arrived
+        body = parse_body(raw)
+        reserved = 0
+        if body is not None:
+            cap = record.cap(body.shape.max_tokens, body.shape.n)
+            if cap is not None and record.budget_left is not None:
+                if cap < 1:
+                    await self._reject(
+                        send,
+                        ErrorCode.BUDGET_EXHAUSTED,
+                        f"program {program_id} has spent its token budget "
+                        f"({record.completion_tokens} completion tokens used, "
+                        f"{record.reserved} reserved by requests in flight)",
+                    )
+                    return
+                body.set_max_tokens(cap)
+                reserved = cap * body.shape.n
+            priority = self.policy.priority(record, body.shape, self.table)
+            if priority is not None:
+                body.set_priority(priority)
+                record.priority = priority
+            body.request_usage()
+            if body.changed:
+                raw = body.encode()
+                scope = _with_content_length(scope, len(raw))
+        await self._run(record, body, raw, scope, receive, send, reserved)
+
+    async def _record(self, program_id: str, owner: str | None, send: Send) -> ProgramRecord | None:
+        """The program's record, created on first sight; ``None`` after an error reply."""
+        try:
+            return self.table.get_or_create(program_id, owner=owner)
+        except OwnerMismatchError:
+            await self._reject(send, ErrorCode.PROGRAM_NOT_FOUND, f"no program {program_id}")
+        except TableFullError as exc:
+            await self._reject(
+                send,
+                ErrorCode.TOO_MANY_PROGRAMS,
+                f"{exc}; finish programs (DELETE {API_PREFIX}/{{id}}) or wait for them to expire",
+            )
+        return None
+
+    async def _run(
+        self,
+        record: ProgramRecord,
+        body: RequestBody | None,
+        raw: bytes,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        reserved: int,
+    ) -> None:
+        self.metrics.admitted()
+        handle = record.begin_request(reserved)
+        replay = _Replay(raw, receive)
+        relay = Relay(
+            replay.receive, send, handle.aborted, strip_usage=body is not None and body.strip_usage
+        )
         try:
             await self.app(scope, relay.receive, relay.send)
         finally:
             relay.close()
-            record.end_request(handle, relay.prompt_tokens, relay.completion_tokens)
+            record.end_request(
+                handle,
+                relay.prompt_tokens,
+                relay.completion_tokens,
+                measured=relay.usage_seen and relay.response_complete,
+            )
+            self.metrics.used(relay.prompt_tokens, relay.completion_tokens)
             self.table.touch(record)
         if handle.aborted.is_set() and not relay.response_complete:
             await relay.finish_aborted(
                 error_body(
                     ErrorCode.PROGRAM_STOPPED,
-                    f"program {program_id} was stopped; this request was aborted",
+                    f"program {record.id} was stopped; this request was aborted",
                 ),
                 ERROR_STATUS[ErrorCode.PROGRAM_STOPPED],
             )
@@ -163,7 +307,8 @@ class DynasorMiddleware:
     # -- control endpoints ------------------------------------------------------
 
     async def _control(self, path: str, scope: Scope, receive: Receive, send: Send) -> None:
-        if not self._authorized(scope):
+        allowed, owner = self._authorize(scope)
+        if not allowed:
             await send_json(send, 401, {"error": "Unauthorized"})
             return
         parts = path[len(API_PREFIX) :].strip("/").split("/")
@@ -179,47 +324,78 @@ class DynasorMiddleware:
             return
         handler = routes.get(method)
         if handler is None:
-            allowed = ", ".join(routes)
+            allowed_methods = ", ".join(routes)
             await send_error(
                 send,
                 ErrorCode.METHOD_NOT_ALLOWED,
-                f"{method} {path}: allowed is {allowed}",
-                headers=[(b"allow", allowed.encode())],
+                f"{method} {path}: allowed is {allowed_methods}",
+                headers=[(b"allow", allowed_methods.encode())],
             )
             return
         if not is_valid_program_id(program_id):
-            await send_error(
-                send,
-                ErrorCode.INVALID_PROGRAM_ID,
-                "program id must be 1-128 characters of A-Za-z0-9._:-",
-            )
+            await send_error(send, ErrorCode.INVALID_PROGRAM_ID, f"program id must be {_ID_RULE}")
             return
-        await handler(program_id, receive, send)
+        await handler(program_id, owner, receive, send)
 
-    async def _get(self, program_id: str, receive: Receive, send: Send) -> None:
-        await _send_info(send, program_id, self.table.get(program_id))
+    async def _get(self, program_id: str, owner: str | None, receive: Receive, send: Send) -> None:
+        await _send_info(send, program_id, self.table.get(program_id, owner=owner))
 
-    async def _delete(self, program_id: str, receive: Receive, send: Send) -> None:
-        await _send_info(send, program_id, self.table.finish(program_id))
+    async def _delete(
+        self, program_id: str, owner: str | None, receive: Receive, send: Send
+    ) -> None:
+        record = self.table.get(program_id, owner=owner)
+        aborted = len(record.in_flight) if record is not None else 0
+        await _send_info(send, program_id, self.table.finish(program_id, owner=owner))
+        if aborted:
+            self.metrics.stop_aborted(aborted)
 
-    async def _hints(self, program_id: str, receive: Receive, send: Send) -> None:
-        body = await _read_body(receive, MAX_HINT_BODY)
-        if body is None:
+    async def _hints(
+        self, program_id: str, owner: str | None, receive: Receive, send: Send
+    ) -> None:
+        try:
+            body = await _read_body(receive, MAX_HINT_BODY)
+        except ValueError:
             await send_error(
                 send, ErrorCode.INVALID_HINTS, f"hint body larger than {MAX_HINT_BODY} bytes"
             )
             return
+        if body is None:
+            return  # the client left
         try:
             parsed = Hints.model_validate_json(body or b"{}")
         except ValidationError as exc:
             await send_error(send, ErrorCode.INVALID_HINTS, describe_validation_error(exc))
             return
-        record = self.table.get_or_create(program_id)
+        record = await self._record(program_id, owner, send)
+        if record is None:
+            return
         record.apply(parsed)
+        self.metrics.hints("endpoint", _hint_fields(parsed))
         if parsed.stop:
-            aborted = self.table.stop(program_id)
+            aborted = self.table.stop(program_id, owner=owner)
+            self.metrics.stop_aborted(aborted)
             logger.info("program %s stopped; %d in-flight requests aborted", program_id, aborted)
         await send_json(send, 200, record.info().model_dump())
+
+
+class _Replay:
+    """A ``receive`` that hands vLLM the (rewritten) body, then the real stream."""
+
+    def __init__(self, body: bytes, receive: Receive) -> None:
+        self._body: bytes | None = body
+        self._receive = receive
+
+    async def receive(self) -> Message:
+        if self._body is not None:
+            body, self._body = self._body, None
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await self._receive()
+
+
+def _with_content_length(scope: Scope, length: int) -> Scope:
+    headers = [(k, v) for k, v in scope.get("headers", ()) if k.lower() != b"content-length"]
+    headers.append((b"content-length", str(length).encode()))
+    return {**scope, "headers": headers}
 
 
 async def _send_info(send: Send, program_id: str, record: ProgramRecord | None) -> None:
@@ -230,19 +406,22 @@ async def _send_info(send: Send, program_id: str, record: ProgramRecord | None) 
     await send_json(send, 200, record.info().model_dump())
 
 
-async def _read_body(receive: Receive, limit: int) -> bytes | None:
-    """Read a request body; ``None`` when it is larger than ``limit``."""
+async def _read_body(receive: Receive, limit: int | None) -> bytes | None:
+    """Read a request body; ``None`` when the client left before it was complete.
+
+    Raises:
+        ValueError: The body is larger than ``limit`` bytes.
+    """
     chunks: list[bytes] = []
     size = 0
     while True:
         message: Message = await receive()
         if message["type"] == "http.disconnect":
-            break
+            return None
         chunk = message.get("body", b"")
         size += len(chunk)
-        if size > limit:
-            return None
+        if limit is not None and size > limit:
+            raise ValueError(f"body larger than {limit} bytes")
         chunks.append(chunk)
         if not message.get("more_body", False):
-            break
-    return b"".join(chunks)
+            return b"".join(chunks)

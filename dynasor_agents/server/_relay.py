@@ -5,7 +5,9 @@ stopped; then it answers ``http.disconnect``, which vLLM's handlers (and
 Starlette's streaming responses) take as the client having gone: the request is
 aborted inside the engine. Outbound, :meth:`Relay.send` forwards the response
 unchanged while reading the token usage it reports, from a JSON body or from
-server-sent events. After an abort it holds back whatever vLLM still sends, so
+server-sent events; when the component asked vLLM for a stream's usage on the
+client's behalf, the usage event is read and then dropped, so the client gets
+exactly the stream it asked for. After an abort it holds back whatever vLLM still sends, so
 :meth:`Relay.finish_aborted` can give the client a clear error instead.
 """
 
@@ -18,6 +20,8 @@ from collections.abc import Sequence
 from typing import Any, cast
 
 from starlette.types import Message, Receive, Send
+
+from dynasor_agents.server._rewrite import is_usage_only_event
 
 __all__ = ["Relay", "send_json"]
 
@@ -52,9 +56,13 @@ class Relay:
         receive: The server's receive callable.
         send: The server's send callable.
         aborted: Set to abort the request.
+        strip_usage: Drop the stream's usage-only event (the client did not ask
+            for it).
     """
 
-    def __init__(self, receive: Receive, send: Send, aborted: asyncio.Event) -> None:
+    def __init__(
+        self, receive: Receive, send: Send, aborted: asyncio.Event, *, strip_usage: bool = False
+    ) -> None:
         self._receive = receive
         self._send = send
         self._aborted = aborted
@@ -65,6 +73,9 @@ class Relay:
         self.status = 0
         self._json_chunks: list[bytes] = []
         self._sse_tail = b""
+        self._strip_usage = strip_usage
+        self._out_tail = b""
+        self.usage_seen = False
         self.prompt_tokens = 0
         self.completion_tokens = 0
 
@@ -99,11 +110,23 @@ class Relay:
                 if name.lower() == b"content-type":
                     self.streaming = value.startswith(b"text/event-stream")
         elif kind == "http.response.body":
-            self._observe(message.get("body", b""))
-            if not message.get("more_body", False):
+            body = message.get("body", b"")
+            self._observe(body)
+            more = message.get("more_body", False)
+            if not more:
                 self.response_complete = True
                 self._finish_json()
+            if self._strip_usage and self.streaming and self.status == 200:
+                message = {**message, "body": self._without_usage(body, final=not more)}
         await self._send(message)
+
+    def _without_usage(self, body: bytes, *, final: bool) -> bytes:
+        """``body`` minus usage-only events (whole events are held until complete)."""
+        *events, self._out_tail = (self._out_tail + body).split(b"\n\n")
+        kept = b"".join(e + b"\n\n" for e in events if not is_usage_only_event(e))
+        if final:
+            kept, self._out_tail = kept + self._out_tail, b""
+        return kept
 
     async def finish_aborted(self, error: dict[str, Any], status: int) -> None:
         """End an aborted request's response with ``error``, whatever was sent so far."""
@@ -153,3 +176,4 @@ class Relay:
                 # Usage is cumulative in every event that carries it: keep the latest.
                 self.prompt_tokens = int(usage.get("prompt_tokens") or 0)
                 self.completion_tokens = int(usage.get("completion_tokens") or 0)
+                self.usage_seen = True

@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
+from prometheus_client import CollectorRegistry
 from starlette.types import Receive, Scope, Send
 
 from dynasor_agents.errors import (
@@ -506,7 +507,8 @@ async def test_client_round_trip_against_the_real_middleware(
         raise AssertionError("the control endpoints must not reach vLLM")
 
     client = DynasorClient(
-        "http://dynasor/v1", transport=httpx.ASGITransport(app=DynasorMiddleware(vllm))
+        "http://dynasor/v1",
+        transport=httpx.ASGITransport(app=DynasorMiddleware(vllm, registry=CollectorRegistry())),
     )
     clients.append(client)
     with pytest.raises(ProgramNotFoundError):

@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 import httpx
 import pytest
+from prometheus_client import CollectorRegistry
 from starlette.datastructures import Headers
 from starlette.responses import StreamingResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -93,8 +94,9 @@ async def until(predicate: Callable[[], bool]) -> None:
 
 
 def sse_events(request: dict[str, Any]) -> list[bytes]:
-    """The SSE events of a streamed chat completion; only the last chunk has usage
-    (or every chunk, cumulatively, with ``continuous``), then ``[DONE]``."""
+    """The SSE events of a streamed chat completion: a usage-only chunk last when
+    ``stream_options.include_usage`` (cumulative usage in every chunk too with
+    ``continuous``), then ``[DONE]``."""
     n = int(request.get("chunks", 3))
     compact = bool(request.get("compact", True))
     events = []
@@ -109,8 +111,15 @@ def sse_events(request: dict[str, Any]) -> list[bytes]:
             "usage": usage,
         }
         events.append(b"data: " + dumps(chunk, compact=compact) + b"\n\n")
-    final = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "choices": [], "usage": USAGE}
-    events.append(b"data: " + dumps(final, compact=compact) + b"\n\n")
+    options = request.get("stream_options") or {}
+    if options.get("include_usage"):  # like vLLM: the usage event only when asked for
+        final = {
+            "id": "chatcmpl-1",
+            "object": "chat.completion.chunk",
+            "choices": [],
+            "usage": USAGE,
+        }
+        events.append(b"data: " + dumps(final, compact=compact) + b"\n\n")
     events.append(b"data: [DONE]\n\n")
     return events
 
@@ -424,7 +433,7 @@ def fake() -> FakeVLLM:
 
 @pytest.fixture
 def mw(fake: FakeVLLM, clock: Clock) -> DynasorMiddleware:
-    return DynasorMiddleware(fake, table=ProgramTable(clock=clock))
+    return DynasorMiddleware(fake, table=ProgramTable(clock=clock, ttl=1e9), registry=CollectorRegistry())
 
 
 @pytest.fixture
@@ -616,6 +625,9 @@ async def test_get_known_program_returns_its_info(client: httpx.AsyncClient, clo
         "certainty": 0.25,
         "budget": 300,
         "deadline": None,
+        "remaining": None,
+        "budget_left": 300 - 22,  # budget counted from the first request
+        "priority": 8,  # dynasor: 11 tokens per request x (1 - 0.25), no age
         "requests": 2,
         "in_flight": 0,
         "aborted": 0,
@@ -1020,7 +1032,7 @@ async def test_stop_after_the_response_finished_changes_nothing(
         await respond(send, 200, dumps(completion({})), b"application/json")
         await hold.wait()  # response complete, handler not yet returned
 
-    dyn = DynasorMiddleware(finish_then_linger, table=mw.table)
+    dyn = DynasorMiddleware(finish_then_linger, table=mw.table, metrics=mw.metrics)
     scope = scope_for("POST", CHAT, {PROGRAM_ID_HEADER: PID})
     task = asyncio.ensure_future(dyn(scope, conn.receive, conn.send))
     await until(lambda: len(conn.sent) == 2)
@@ -1076,7 +1088,9 @@ def auth(fake: FakeVLLM) -> FakeAuth:
 async def secured(
     auth: FakeAuth, clock: Clock
 ) -> AsyncIterator[tuple[httpx.AsyncClient, DynasorMiddleware]]:
-    dyn = DynasorMiddleware(Passthrough(auth), table=ProgramTable(clock=clock))
+    dyn = DynasorMiddleware(
+        Passthrough(auth), table=ProgramTable(clock=clock), registry=CollectorRegistry()
+    )
     transport = httpx.ASGITransport(app=dyn)
     async with httpx.AsyncClient(transport=transport, base_url="http://dynasor") as c:
         yield c, dyn
@@ -1129,8 +1143,10 @@ async def test_unauthenticated_generation_is_left_to_vllm(
 
     ok = await chat(client, headers={"Authorization": f"Bearer {TOKEN}"})
     assert ok.status_code == 200
-    record = dyn.table.get(PID)
-    assert record is not None and (record.requests, record.completion_tokens) == (1, 11)
+    (record,) = dyn.table  # owned by the key's digest; never the key itself
+    assert (record.id, record.requests, record.completion_tokens) == (PID, 1, 11)
+    assert record.owner is not None and TOKEN not in record.owner
+    assert dyn.table.get(PID) is None  # not visible without the owner
 
 
 async def test_the_authenticator_is_looked_up_once_through_the_app_chain(
@@ -1140,7 +1156,10 @@ async def test_the_authenticator_is_looked_up_once_through_the_app_chain(
     assert dyn._authenticator() is auth
     dyn.app = Passthrough(Passthrough(FakeVLLM()))  # cached: not looked up again
     assert dyn._authenticator() is auth
-    assert DynasorMiddleware(Passthrough(FakeVLLM()))._authenticator() is None
+    assert (
+        DynasorMiddleware(Passthrough(FakeVLLM()), registry=CollectorRegistry())._authenticator()
+        is None
+    )
 
 
 # ----------------------------------------------------------------------------- program table
@@ -1167,7 +1186,7 @@ def test_program_table_records_created_and_last_activity_from_its_clock() -> Non
     clock.now = 40.0
     assert table.finish("p1") is record and record.state is Lifecycle.FINISHED
     assert table.stop("p1") == 0 and record.state is Lifecycle.FINISHED  # only forward
-    record.end_request(handle, 3, 4)
+    record.end_request(handle, 3, 4, measured=True)
     info = record.info()
     assert (info.created, info.last_activity, info.in_flight, info.requests) == (10.0, 40.0, 0, 1)
     assert (info.prompt_tokens, info.completion_tokens, info.state) == (3, 4, "finished")
