@@ -228,12 +228,15 @@ class Decision:
         reason: Why it stops (``None`` while it continues).
         next_batch: Samples to start in the next round (0 when stopping).
         budget: Completion tokens the program may still spend, if capped.
+        remaining: Samples the program may still start (this round's
+            included), if capped; sent to the server's scheduler.
     """
 
     stop: bool
     reason: StopReason | None = None
     next_batch: int = 0
     budget: int | None = None
+    remaining: int | None = None
 
 
 @dataclass(frozen=True)
@@ -266,4 +269,6 @@ class CertaintyController:
         batch = self.first_round if state.samples == 0 else self.round_size
         if verdict.batch_cap is not None:
             batch = min(batch, verdict.batch_cap)
-        return Decision(stop=False, next_batch=batch, budget=verdict.budget)
+        return Decision(
+            stop=False, next_batch=batch, budget=verdict.budget, remaining=verdict.batch_cap
+        )

@@ -46,7 +46,7 @@ from dynasor_agents.protocol import (
     program_path,
 )
 
-__all__ = ["DynasorClient", "Program", "raise_for_error"]
+__all__ = ["DynasorClient", "Program", "raise_for_error", "typed_error"]
 
 _ERRORS: dict[str, type[ServerError]] = {
     ErrorCode.PROGRAM_STOPPED.value: ProgramStoppedError,
@@ -54,6 +54,33 @@ _ERRORS: dict[str, type[ServerError]] = {
     ErrorCode.BUDGET_EXHAUSTED.value: BudgetExhaustedError,
     ErrorCode.TOO_MANY_PROGRAMS.value: TooManyProgramsError,
 }
+
+
+def typed_error(exc: BaseException, program_id: str | None) -> ServerError | None:
+    """The typed :class:`ServerError` for an OpenAI client error carrying a Dynasor code.
+
+    OpenAI-compatible clients (``openai``, and LangChain models built on it)
+    raise their own ``APIStatusError`` with the body's ``code``; this turns one
+    that carries one of our :class:`ErrorCode` values into our exception, so
+    strategies branch on one hierarchy. Other errors give ``None``.
+
+    Example:
+        >>> class APIError(Exception):
+        ...     code, status_code, message = "budget_exhausted", 429, "spent"
+        >>> typed_error(APIError(), "p1")
+        BudgetExhaustedError('spent')
+    """
+    code = getattr(exc, "code", None)
+    cls = _ERRORS.get(str(code)) if code is not None else None
+    if cls is None:
+        return None
+    status = getattr(exc, "status_code", None)
+    return cls(
+        str(getattr(exc, "message", None) or exc),
+        status_code=status if isinstance(status, int) else 500,
+        program_id=program_id,
+        code=str(code),
+    )
 
 
 def raise_for_error(status_code: int, body: Any, program_id: str | None) -> None:

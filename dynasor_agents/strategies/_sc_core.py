@@ -46,7 +46,7 @@ from dynasor_agents.certainty import (
     normalize_answer,
 )
 from dynasor_agents.controller import CertaintyController, ProgramState, StopReason
-from dynasor_agents.errors import NoSamplesError, ProgramStoppedError
+from dynasor_agents.errors import BudgetExhaustedError, NoSamplesError, ProgramStoppedError
 from dynasor_agents.protocol import Hints
 from dynasor_agents.strategies._actions import Await, Cancel, Completion, Core, Emit, Finish, Launch
 
@@ -116,6 +116,8 @@ def self_consistency_core(
     Raises:
         NoSamplesError: The program ended without a single sample.
         ProgramStoppedError: The server refused the program before any sample.
+        BudgetExhaustedError: The server's budget for the program was spent
+            before any sample (later, the program just stops with what it has).
     """
     texts: list[str] = []
     raw: list[str | None] = []
@@ -168,7 +170,11 @@ def self_consistency_core(
         yield Launch(
             n=decision.next_batch,
             max_tokens=per_sample,
-            hints=Hints(certainty=state.certainty if state.samples else None, budget=cap),
+            hints=Hints(
+                certainty=state.certainty if state.samples else None,
+                budget=cap,
+                remaining=decision.remaining,
+            ),
         )
         pending = decision.next_batch
         while pending:
@@ -178,6 +184,11 @@ def self_consistency_core(
                 if not raw:
                     raise
                 reason = StopReason.SERVER_STOPPED
+                break
+            except BudgetExhaustedError:
+                if not raw:
+                    raise
+                reason = StopReason.MAX_TOKENS  # the server says the budget is spent
                 break
             pending -= 1
             record(done)

@@ -29,9 +29,8 @@ from langchain_core.runnables.config import patch_config
 from dynasor_agents._sync import LoopThread, default_loop
 from dynasor_agents.certainty import AnswerExtractor, extract_answer
 from dynasor_agents.controller import CertaintyController
-from dynasor_agents.errors import InvalidInputError, ProgramStoppedError
-from dynasor_agents.program import DynasorClient, Program
-from dynasor_agents.protocol import ErrorCode
+from dynasor_agents.errors import InvalidInputError
+from dynasor_agents.program import DynasorClient, Program, typed_error
 from dynasor_agents.strategies._actions import Completion, drive
 from dynasor_agents.strategies._sc_core import SelfConsistencyResult, self_consistency_core
 
@@ -155,10 +154,9 @@ class SelfConsistency(Runnable[SelfConsistencyInput, SelfConsistencyResult]):
             try:
                 message = await self.model.ainvoke(model_input, child, **kwargs)
             except Exception as exc:
-                if getattr(exc, "code", None) == ErrorCode.PROGRAM_STOPPED.value:
-                    raise ProgramStoppedError(
-                        str(getattr(exc, "message", exc)), status_code=409, program_id=program.id
-                    ) from exc
+                typed = typed_error(exc, program.id)
+                if typed is not None:
+                    raise typed from exc
                 raise
             return Completion(_message_text(message), *_usage(message))
 

@@ -29,7 +29,13 @@ from dynasor_agents import (
     max_tokens,
     threshold,
 )
-from dynasor_agents.protocol import CERTAINTY_HEADER, PROGRAM_ID_HEADER
+from dynasor_agents.errors import BudgetExhaustedError
+from dynasor_agents.protocol import (
+    BUDGET_HEADER,
+    CERTAINTY_HEADER,
+    PROGRAM_ID_HEADER,
+    REMAINING_HEADER,
+)
 
 
 class ScriptedChat(BaseChatModel):
@@ -273,6 +279,50 @@ async def test_server_stop_after_some_samples_returns_what_it_has() -> None:
         Flaky(script=lambda i: (str(i), 0.0)), controller=controller(cap=10, first=2)
     ).ainvoke("q")
     assert result.stop_reason is StopReason.SERVER_STOPPED and result.samples == 2
+
+
+async def test_rounds_send_the_remaining_budget_and_samples() -> None:
+    model = cycle("1", "2", "3")
+    ctl = CertaintyController(max_tokens(100) | max_samples(6), first_round=2, round_size=2)
+    await SelfConsistency(model, controller=ctl).ainvoke("q")
+    sent = [
+        (c["extra_headers"][BUDGET_HEADER], c["extra_headers"][REMAINING_HEADER])
+        for c in model._calls
+    ]
+    # Each sample costs 3 completion tokens; a round's samples share one hint.
+    assert sent == [("100", "6"), ("100", "6"), ("94", "4"), ("94", "4"), ("88", "2"), ("88", "2")]
+
+
+class BudgetError(Exception):
+    """What the openai client raises for a 429 ``budget_exhausted`` answer."""
+
+    code = "budget_exhausted"
+    status_code = 429
+
+
+async def test_server_budget_exhausted_after_some_samples_returns_what_it_has() -> None:
+    counter = itertools.count()
+
+    class Spent(ScriptedChat):
+        async def _agenerate(self, *args: Any, **kwargs: Any) -> ChatResult:
+            if next(counter) >= 2:  # the whole second round is refused
+                raise BudgetError("program p has spent its token budget")
+            return await super()._agenerate(*args, **kwargs)
+
+    result = await SelfConsistency(
+        Spent(script=lambda i: (str(i), 0.0)), controller=controller(cap=10, first=2)
+    ).ainvoke("q")
+    assert result.stop_reason is StopReason.MAX_TOKENS and result.samples == 2
+
+
+async def test_server_budget_exhausted_before_any_sample_raises_typed_error() -> None:
+    class Spent(ScriptedChat):
+        async def _agenerate(self, *args: Any, **kwargs: Any) -> ChatResult:
+            raise BudgetError("program p has spent its token budget")
+
+    with pytest.raises(BudgetExhaustedError) as raised:
+        await SelfConsistency(Spent(script=lambda i: ("", 0))).ainvoke("q", program_id="p-b")
+    assert (raised.value.program_id, raised.value.status_code) == ("p-b", 429)
 
 
 async def test_model_failure_propagates_and_stops_the_program() -> None:
