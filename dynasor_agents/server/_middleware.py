@@ -89,7 +89,7 @@ async def send_error(
 
 
 def _hint_fields(hints: Hints) -> list[str]:
-    return [name for name, value in hints.model_dump(exclude_defaults=True).items() if value]
+    return list(hints.model_dump(exclude_defaults=True))  # a hint of 0 is a hint too
 
 
 class DynasorMiddleware:
@@ -212,6 +212,11 @@ class DynasorMiddleware:
         except ValidationError as exc:
             await self._reject(send, ErrorCode.INVALID_HINTS, describe_validation_error(exc))
             return
+        raw = await _read_body(receive, None)
+        if raw is None:
+            return  # the client left before its request arrived
+        # Only now touch the table: between here and ``begin_request`` nothing awaits,
+        # so the TTL sweep can never free a record a request is about to use.
         record = await self._record(program_id, owner, send)
         if record is None:
             return
@@ -224,9 +229,6 @@ class DynasorMiddleware:
                 f"program {program_id} is {record.state.name.lower()}; it takes no new requests",
             )
             return
-        raw = await _read_body(receive, None)
-        if raw is None:
-            return  # the client left before its request arrived
         body = parse_body(raw)
         reserved = 0
         if body is not None:
@@ -287,6 +289,8 @@ class DynasorMiddleware:
             await self.app(scope, relay.receive, relay.send)
         finally:
             relay.close()
+            if relay.response_complete and 400 <= relay.status < 500:
+                handle.reserved = 0  # vLLM refused the request: nothing was generated
             record.end_request(
                 handle,
                 relay.prompt_tokens,
@@ -344,7 +348,9 @@ class DynasorMiddleware:
         self, program_id: str, owner: str | None, receive: Receive, send: Send
     ) -> None:
         record = self.table.get(program_id, owner=owner)
-        aborted = len(record.in_flight) if record is not None else 0
+        aborted = 0
+        if record is not None:  # requests a stop already aborted are not counted again
+            aborted = sum(not h.aborted.is_set() for h in record.in_flight)
         await _send_info(send, program_id, self.table.finish(program_id, owner=owner))
         if aborted:
             self.metrics.stop_aborted(aborted)

@@ -71,6 +71,9 @@ class RequestBody:
             options = self.data.get("stream_options")
             options = dict(options) if isinstance(options, dict) else {}
             options["include_usage"] = True
+            if options.get("continuous_usage_stats"):
+                # It had no effect without include_usage: keep the chunks as asked.
+                options["continuous_usage_stats"] = False
             self.data["stream_options"] = options
             self.changed = True
 
@@ -85,14 +88,33 @@ class RequestBody:
 
 
 def parse_body(raw: bytes) -> RequestBody | None:
-    """Parse a generation request body; ``None`` when it is not a JSON object."""
+    """Parse a generation request body.
+
+    Returns:
+        ``None`` when it is not a JSON object or sets ``max_tokens``,
+        ``max_completion_tokens`` or ``n`` to something other than a positive
+        integer: vLLM refuses such a request itself, and the client should see
+        vLLM's error, not a body the component changed.
+
+    Example:
+        >>> parse_body(b'{"max_tokens": 0}') is None, parse_body(b'{"n": "2"}') is None
+        (True, True)
+        >>> parse_body(b'{"max_tokens": 9, "max_completion_tokens": 7}').shape.max_tokens
+        7
+    """
     try:
         data = json.loads(raw)
     except (ValueError, UnicodeDecodeError):
         return None
     if not isinstance(data, dict):
         return None
-    limits = [v for f in _TOKEN_FIELDS if (v := _positive_int(data.get(f))) is not None]
+    limits: list[int] = []
+    for name in (*_TOKEN_FIELDS, "n"):
+        value = data.get(name)
+        if value is not None and _positive_int(value) is None:
+            return None  # vLLM rejects it with its own message; leave the body alone
+        if value is not None and name != "n":
+            limits.append(value)
     n = _positive_int(data.get("n")) or 1
     options = data.get("stream_options")
     wants_usage = isinstance(options, dict) and options.get("include_usage") is True

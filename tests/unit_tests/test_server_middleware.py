@@ -1,24 +1,22 @@
-"""DynasorMiddleware around a fake vLLM app: attribution, usage, control endpoints, stop, auth.
+"""DynasorMiddleware around a fake vLLM app: attribution, usage, pass-through, control
+endpoints and stop.
 
-No sockets and no vLLM: requests go through ``httpx.ASGITransport`` or straight
-through hand-made ASGI ``scope``/``receive``/``send`` (easier for the abort tests,
-which need to see every message the middleware sends to the client).
+Budgets, hint validation, ownership and the table's limits are in
+``test_server_programs.py``; scheduling and request rewriting in
+``test_server_scheduling.py``; the fakes in ``server_fakes.py``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, TypeVar
+from collections.abc import Callable
+from typing import Any
 
 import httpx
 import pytest
-from prometheus_client import CollectorRegistry
 from starlette.datastructures import Headers
-from starlette.responses import StreamingResponse
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from dynasor_agents.protocol import (
     API_PREFIX,
@@ -27,447 +25,38 @@ from dynasor_agents.protocol import (
     DEADLINE_HEADER,
     PROGRAM_ID_HEADER,
     ErrorCode,
-    Lifecycle,
     ProgramInfo,
     hints_path,
     program_path,
 )
-from dynasor_agents.server import DynasorMiddleware, ProgramTable
+from dynasor_agents.server import DynasorMiddleware
 from dynasor_agents.server._middleware import MAX_HINT_BODY
-from dynasor_agents.server._relay import Relay
 
-T = TypeVar("T")
-
-CHAT = "/v1/chat/completions"
-COMPLETIONS = "/v1/completions"
-PID = "prog-1"
-USAGE = {"prompt_tokens": 7, "completion_tokens": 11, "total_tokens": 18}
-TIMEOUT = 2.0
-TOKEN = "sk-test"
-SSE = b"text/event-stream"
-
-# ----------------------------------------------------------------------------- helpers
-
-
-def dumps(obj: Any, *, compact: bool = True) -> bytes:
-    """JSON as vLLM (pydantic, compact) or as ``json.dumps`` (spaced) writes it."""
-    return json.dumps(obj, separators=(",", ":") if compact else None).encode()
-
-
-async def respond(send: Send, status: int, payload: bytes, content_type: bytes) -> None:
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", content_type),
-                (b"content-length", str(len(payload)).encode()),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": payload, "more_body": False})
-
-
-async def read_body(receive: Receive) -> bytes:
-    chunks = []
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":
-            break
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body", False):
-            break
-    return b"".join(chunks)
-
-
-async def within(aw: Awaitable[T]) -> T:
-    return await asyncio.wait_for(aw, TIMEOUT)
-
-
-async def until(predicate: Callable[[], bool]) -> None:
-    """Let the loop run until ``predicate`` holds (fails after TIMEOUT)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + TIMEOUT
-    while not predicate():
-        assert loop.time() < deadline, "condition never became true"
-        await asyncio.sleep(0.001)
-
-
-def sse_events(request: dict[str, Any]) -> list[bytes]:
-    """The SSE events of a streamed chat completion: a usage-only chunk last when
-    ``stream_options.include_usage`` (cumulative usage in every chunk too with
-    ``continuous``), then ``[DONE]``."""
-    n = int(request.get("chunks", 3))
-    compact = bool(request.get("compact", True))
-    events = []
-    for i in range(n):
-        usage = None
-        if request.get("continuous"):
-            usage = {"prompt_tokens": 7, "completion_tokens": i + 1, "total_tokens": 8 + i}
-        chunk = {
-            "id": "chatcmpl-1",
-            "object": "chat.completion.chunk",
-            "choices": [{"index": 0, "delta": {"content": f"tok{i} "}, "finish_reason": None}],
-            "usage": usage,
-        }
-        events.append(b"data: " + dumps(chunk, compact=compact) + b"\n\n")
-    options = request.get("stream_options") or {}
-    if options.get("include_usage"):  # like vLLM: the usage event only when asked for
-        final = {
-            "id": "chatcmpl-1",
-            "object": "chat.completion.chunk",
-            "choices": [],
-            "usage": USAGE,
-        }
-        events.append(b"data: " + dumps(final, compact=compact) + b"\n\n")
-    events.append(b"data: [DONE]\n\n")
-    return events
-
-
-def completion(request: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "id": "chatcmpl-1",
-        "object": "chat.completion",
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": "42"}}],
-        "usage": request.get("usage", USAGE),
-    }
-
-
-class FakeVLLM:
-    """Stands in for vLLM's OpenAI app; each request's JSON body says how to behave.
-
-    Body keys: ``stream`` (SSE instead of JSON), ``split`` (bytes per SSE body
-    message), ``hang`` (work that never ends on its own: only a client disconnect
-    ends it, as with vLLM's ``with_cancellation`` and Starlette's streaming under
-    ASGI spec < 2.4), ``starlette`` (hang inside Starlette's own StreamingResponse),
-    ``status``, ``compact``, ``usage``, ``raise``.
-    """
-
-    def __init__(self) -> None:
-        self.scopes: list[Scope] = []
-        self.calls: list[tuple[str, str]] = []
-        self.bodies: list[bytes] = []
-        self.channels: list[tuple[Receive, Send]] = []
-        self.running = 0  # hanging requests that have started their work
-        self.disconnects = 0  # disconnects seen by hanging requests
-        self.release = asyncio.Event()  # lets hanging work finish
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        self.scopes.append(scope)
-        if scope["type"] != "http":
-            return
-        self.calls.append((scope["method"], scope["path"]))
-        self.channels.append((receive, send))
-        body = await read_body(receive)
-        self.bodies.append(body)
-        if scope["method"] != "POST" or scope["path"] not in (CHAT, COMPLETIONS):
-            echo = {"path": scope["path"], "method": scope["method"]}
-            await respond(send, 200, dumps(echo), b"application/json")
-            return
-        request = json.loads(body or b"{}")
-        if request.get("raise"):
-            raise RuntimeError("engine crashed")
-        if request.get("starlette"):
-            await self._starlette_stream(request, scope, receive, send)
-        elif request.get("stream"):
-            await self._stream(request, receive, send)
-        else:
-            await self._json(request, receive, send)
-
-    async def _work(self) -> None:
-        self.running += 1
-        await self.release.wait()
-
-    async def _listen(self, receive: Receive) -> None:
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                self.disconnects += 1
-                return
-
-    async def _json(self, request: dict[str, Any], receive: Receive, send: Send) -> None:
-        if request.get("hang"):
-            # vLLM's with_cancellation: race the handler against a disconnect listener;
-            # on disconnect the handler returns None, which FastAPI renders as `null`.
-            work = asyncio.ensure_future(self._work())
-            listen = asyncio.ensure_future(self._listen(receive))
-            done, pending = await asyncio.wait({work, listen}, return_when="FIRST_COMPLETED")
-            for task in pending:
-                task.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
-            if work not in done:
-                await respond(send, 200, b"null", b"application/json")
-                return
-        payload = dumps(completion(request), compact=bool(request.get("compact", True)))
-        await respond(send, int(request.get("status", 200)), payload, b"application/json")
-
-    async def _stream(self, request: dict[str, Any], receive: Receive, send: Send) -> None:
-        events = sse_events(request)
-
-        async def produce() -> None:
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": 200,
-                    "headers": [(b"content-type", b"text/event-stream; charset=utf-8")],
-                }
-            )
-            rest = events
-            if request.get("hang"):
-                await send({"type": "http.response.body", "body": events[0], "more_body": True})
-                await self._work()
-                rest = events[1:]
-            data = b"".join(rest)
-            split = int(request.get("split") or len(data))
-            for i in range(0, len(data), split):
-                body = data[i : i + split]
-                await send({"type": "http.response.body", "body": body, "more_body": True})
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
-
-        # Starlette's StreamingResponse under ASGI spec < 2.4: stream while listening
-        # for a disconnect; whichever ends first cancels the other.
-        producer = asyncio.ensure_future(produce())
-        listener = asyncio.ensure_future(self._listen(receive))
-        done, pending = await asyncio.wait({producer, listener}, return_when="FIRST_COMPLETED")
-        for task in pending:
-            task.cancel()
-        await asyncio.gather(*pending, return_exceptions=True)
-        if producer in done:
-            producer.result()
-
-    async def _starlette_stream(
-        self, request: dict[str, Any], scope: Scope, receive: Receive, send: Send
-    ) -> None:
-        events = sse_events(request)
-
-        async def generate() -> AsyncIterator[bytes]:
-            yield events[0]
-            await self._work()
-            for event in events[1:]:
-                yield event
-
-        async def counting_receive() -> Message:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                self.disconnects += 1
-            return message
-
-        response = StreamingResponse(generate(), media_type="text/event-stream")
-        await response(scope, counting_receive, send)
-
-
-class Passthrough:
-    """A plain middleware with no authenticator, between Dynasor and the auth layer."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await self.app(scope, receive, send)
-
-
-class FakeAuth:
-    """Like vLLM's AuthenticationMiddleware: 401 on ``/v1`` without the bearer key."""
-
-    def __init__(self, app: ASGIApp, token: str) -> None:
-        self.app = app
-        self.token = token
-        self.checked = 0
-
-    def verify_token(self, headers: Headers) -> bool:
-        self.checked += 1
-        return headers.get("authorization") == f"Bearer {self.token}"
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if (
-            scope["type"] == "http"
-            and scope["path"].startswith("/v1")
-            and not self.verify_token(Headers(scope=scope))
-        ):
-            await respond(send, 401, dumps({"error": "Unauthorized"}), b"application/json")
-            return
-        await self.app(scope, receive, send)
-
-
-class Conn:
-    """One hand-made ASGI connection: feeds the request body, records what is sent.
-
-    After the body, ``receive`` blocks until ``leave()`` (the client disconnecting).
-    """
-
-    def __init__(self, body: bytes = b"", *, chunk: int | None = None) -> None:
-        size = chunk or max(len(body), 1)
-        pieces = [body[i : i + size] for i in range(0, len(body), size)] or [b""]
-        self._inbound: list[Message] = [
-            {"type": "http.request", "body": p, "more_body": i < len(pieces) - 1}
-            for i, p in enumerate(pieces)
-        ]
-        self._gone = asyncio.Event()
-        self.sent: list[Message] = []
-
-    def leave(self) -> None:
-        self._gone.set()
-
-    async def receive(self) -> Message:
-        if self._inbound:
-            return self._inbound.pop(0)
-        await self._gone.wait()
-        return {"type": "http.disconnect"}
-
-    async def send(self, message: Message) -> None:
-        self.sent.append(message)
-
-    @property
-    def status(self) -> int:
-        starts = [m for m in self.sent if m["type"] == "http.response.start"]
-        assert len(starts) == 1, self.sent
-        return int(starts[0]["status"])
-
-    @property
-    def headers(self) -> dict[bytes, bytes]:
-        start = next(m for m in self.sent if m["type"] == "http.response.start")
-        return dict(start["headers"])
-
-    @property
-    def content_type(self) -> bytes:
-        return self.headers.get(b"content-type", b"")
-
-    @property
-    def body(self) -> bytes:
-        return b"".join(m.get("body", b"") for m in self.sent if m["type"] == "http.response.body")
-
-    @property
-    def complete(self) -> bool:
-        """Exactly one response, ended by exactly one final body message."""
-        kinds = [m["type"] for m in self.sent]
-        assert kinds.count("http.response.start") == 1 and kinds[0] == "http.response.start"
-        finals = [
-            m
-            for m in self.sent
-            if m["type"] == "http.response.body" and not m.get("more_body", False)
-        ]
-        return len(finals) == 1 and finals[0] is self.sent[-1]
-
-
-def scope_for(
-    method: str, path: str, headers: dict[str, str] | None = None, *, root_path: str = ""
-) -> Scope:
-    return {
-        "type": "http",
-        "asgi": {"version": "3.0", "spec_version": "2.3"},
-        "http_version": "1.1",
-        "method": method,
-        "scheme": "http",
-        "path": root_path + path,
-        "raw_path": (root_path + path).encode(),
-        "root_path": root_path,
-        "query_string": b"",
-        "headers": [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()],
-        "client": ("test", 1),
-        "server": ("test", 80),
-    }
-
-
-def start(
-    app: ASGIApp,
-    request: dict[str, Any],
-    *,
-    pid: str = PID,
-    path: str = CHAT,
-    headers: dict[str, str] | None = None,
-) -> tuple[asyncio.Task[None], Conn]:
-    """Start one generation request as a task; returns it with its connection."""
-    conn = Conn(json.dumps(request).encode())
-    scope = scope_for("POST", path, {PROGRAM_ID_HEADER: pid, **(headers or {})})
-    return asyncio.ensure_future(app(scope, conn.receive, conn.send)), conn
-
-
-async def call(app: ASGIApp, method: str, path: str, body: bytes = b"", **kw: Any) -> Conn:
-    """Run one request straight through ``app`` and return its finished connection."""
-    conn = Conn(body, chunk=kw.pop("chunk", None))
-    await within(app(scope_for(method, path, **kw), conn.receive, conn.send))
-    return conn
-
-
-def sse_data(body: bytes) -> list[str]:
-    """The ``data:`` payloads of an SSE body, in order."""
-    out = []
-    for event in body.split(b"\n\n"):
-        for line in event.split(b"\n"):
-            if line.startswith(b"data:"):
-                out.append(line[5:].strip().decode())
-    return out
-
-
-def assert_error(response: httpx.Response, code: ErrorCode, status: int) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"] == "application/json"
-    error = response.json()["error"]
-    assert error["code"] == code.value
-    assert error["type"] == "invalid_request_error"
-    assert isinstance(error["message"], str) and error["message"]
-    assert response.headers["x-should-retry"] == "false"  # OpenAI clients must not retry
-    return dict(error)
-
-
-class Clock:
-    def __init__(self, now: float = 1000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
-# ----------------------------------------------------------------------------- fixtures
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-def fake() -> FakeVLLM:
-    return FakeVLLM()
-
-
-@pytest.fixture
-def mw(fake: FakeVLLM, clock: Clock) -> DynasorMiddleware:
-    return DynasorMiddleware(fake, table=ProgramTable(clock=clock, ttl=1e9), registry=CollectorRegistry())
-
-
-@pytest.fixture
-async def client(mw: DynasorMiddleware) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=mw)
-    async with httpx.AsyncClient(transport=transport, base_url="http://dynasor") as c:
-        yield c
-
-
-async def chat(
-    client: httpx.AsyncClient,
-    pid: str | None = PID,
-    *,
-    path: str = CHAT,
-    headers: dict[str, str] | None = None,
-    **request: Any,
-) -> httpx.Response:
-    sent = dict(headers or {})
-    if pid is not None:
-        sent[PROGRAM_ID_HEADER] = pid
-    return await within(client.post(path, json={"model": "m", **request}, headers=sent))
-
-
-async def info(client: httpx.AsyncClient, pid: str = PID) -> ProgramInfo:
-    response = await within(client.get(program_path(pid)))
-    assert response.status_code == 200, response.text
-    return ProgramInfo.model_validate(response.json())
-
-
-async def stop(client: httpx.AsyncClient, pid: str = PID) -> ProgramInfo:
-    response = await within(client.post(hints_path(pid), json={"stop": True}))
-    assert response.status_code == 200, response.text
-    return ProgramInfo.model_validate(response.json())
-
+from .server_fakes import (
+    CHAT,
+    COMPLETIONS,
+    PID,
+    SSE,
+    USAGE,
+    Clock,
+    Conn,
+    FakeVLLM,
+    assert_error,
+    call,
+    chat,
+    completion,
+    dumps,
+    info,
+    read_body,
+    respond,
+    scope_for,
+    sse_data,
+    sse_events,
+    start,
+    stop,
+    until,
+    within,
+)
 
 # ----------------------------------------------------------------------------- attribution
 
@@ -842,47 +431,6 @@ async def test_non_finite_deadline_header_is_rejected(
     assert fake.calls == []
 
 
-# ----------------------------------------------------------------------------- header hints
-
-
-async def test_header_hints_are_recorded_per_request(
-    client: httpx.AsyncClient, fake: FakeVLLM
-) -> None:
-    headers = {CERTAINTY_HEADER: "0.5", BUDGET_HEADER: " 120 ", DEADLINE_HEADER: "1700000000.5"}
-    await chat(client, headers=headers)
-    got = await info(client)
-    assert (got.certainty, got.budget, got.deadline) == (0.5, 120, 1700000000.5)
-    await chat(client, headers={CERTAINTY_HEADER: "0.75"})
-    got = await info(client)
-    assert (got.certainty, got.budget, got.deadline) == (0.75, 120, 1700000000.5)
-    assert len(fake.calls) == 2
-
-
-@pytest.mark.parametrize(
-    ("header", "value"),
-    [
-        (CERTAINTY_HEADER, "1.5"),
-        (CERTAINTY_HEADER, "-0.01"),
-        (CERTAINTY_HEADER, "nan"),
-        (CERTAINTY_HEADER, "high"),
-        (CERTAINTY_HEADER, ""),
-        (BUDGET_HEADER, "-1"),
-        (BUDGET_HEADER, "1.5"),
-        (BUDGET_HEADER, "lots"),
-        (DEADLINE_HEADER, "0"),
-        (DEADLINE_HEADER, "tomorrow"),
-    ],
-)
-async def test_bad_header_hint_is_400_and_never_reaches_vllm(
-    client: httpx.AsyncClient, mw: DynasorMiddleware, fake: FakeVLLM, header: str, value: str
-) -> None:
-    response = await chat(client, headers={header: value})
-    error = assert_error(response, ErrorCode.INVALID_HINTS, 400)
-    field = header.removeprefix("X-Dynasor-").lower()
-    assert field in error["message"]
-    assert fake.calls == [] and len(mw.table) == 0
-
-
 # ----------------------------------------------------------------------------- stop
 
 
@@ -1042,160 +590,3 @@ async def test_stop_after_the_response_finished_changes_nothing(
     assert conn.complete and conn.status == 200 and len(conn.sent) == 2
     got = await info(client)
     assert (got.prompt_tokens, got.completion_tokens) == (7, 11)
-
-
-async def test_relay_keeps_an_inbound_message_across_a_cancelled_receive() -> None:
-    inbound: asyncio.Queue[Message] = asyncio.Queue()
-    relay = Relay(inbound.get, Conn().send, asyncio.Event())
-    first = asyncio.ensure_future(relay.receive())
-    await asyncio.sleep(0)
-    first.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await first
-    message: Message = {"type": "http.request", "body": b"x", "more_body": False}
-    inbound.put_nowait(message)
-    assert await within(relay.receive()) == message
-    relay.close()
-
-
-async def test_relay_answers_disconnect_at_once_after_an_abort() -> None:
-    aborted = asyncio.Event()
-    conn = Conn(b"body")
-    relay = Relay(conn.receive, conn.send, aborted)
-    assert (await within(relay.receive()))["body"] == b"body"
-    waiting = asyncio.ensure_future(relay.receive())  # blocks on the client
-    await asyncio.sleep(0)
-    aborted.set()
-    assert await within(waiting) == {"type": "http.disconnect"}
-    assert await within(relay.receive()) == {"type": "http.disconnect"}
-    await relay.send({"type": "http.response.start", "status": 200, "headers": []})
-    assert conn.sent == []  # swallowed after the abort
-    await relay.finish_aborted({"error": {"code": "program_stopped"}}, 409)
-    await relay.finish_aborted({"error": {"code": "program_stopped"}}, 409)  # once only
-    assert conn.status == 409 and conn.complete
-    relay.close()
-
-
-# ----------------------------------------------------------------------------- authentication
-
-
-@pytest.fixture
-def auth(fake: FakeVLLM) -> FakeAuth:
-    return FakeAuth(fake, TOKEN)
-
-
-@pytest.fixture
-async def secured(
-    auth: FakeAuth, clock: Clock
-) -> AsyncIterator[tuple[httpx.AsyncClient, DynasorMiddleware]]:
-    dyn = DynasorMiddleware(
-        Passthrough(auth), table=ProgramTable(clock=clock), registry=CollectorRegistry()
-    )
-    transport = httpx.ASGITransport(app=dyn)
-    async with httpx.AsyncClient(transport=transport, base_url="http://dynasor") as c:
-        yield c, dyn
-
-
-@pytest.mark.parametrize("authorization", [None, "Bearer wrong", TOKEN, f"Basic {TOKEN}"])
-@pytest.mark.parametrize(
-    ("method", "path"),
-    [("GET", program_path(PID)), ("DELETE", program_path(PID)), ("POST", hints_path(PID))],
-)
-async def test_control_endpoints_need_the_api_key(
-    secured: tuple[httpx.AsyncClient, DynasorMiddleware],
-    fake: FakeVLLM,
-    authorization: str | None,
-    method: str,
-    path: str,
-) -> None:
-    client, dyn = secured
-    headers = {"Authorization": authorization} if authorization else {}
-    response = await within(client.request(method, path, json={"stop": True}, headers=headers))
-    assert response.status_code == 401 and response.json() == {"error": "Unauthorized"}
-    assert len(dyn.table) == 0 and fake.calls == []
-
-
-async def test_control_endpoints_work_with_the_api_key(
-    secured: tuple[httpx.AsyncClient, DynasorMiddleware], auth: FakeAuth
-) -> None:
-    client, _ = secured
-    good = {"Authorization": f"Bearer {TOKEN}"}
-    missing = await within(client.get(program_path(PID), headers=good))
-    assert_error(missing, ErrorCode.PROGRAM_NOT_FOUND, 404)
-    response = await within(client.post(hints_path(PID), json={"stop": True}, headers=good))
-    assert response.status_code == 200 and response.json()["state"] == "stopped"
-    response = await within(client.get(program_path(PID), headers=good))
-    assert response.status_code == 200 and response.json()["state"] == "stopped"
-    assert auth.checked == 3
-    assert (await within(client.delete(program_path(PID), headers=good))).status_code == 200
-
-
-async def test_unauthenticated_generation_is_left_to_vllm(
-    secured: tuple[httpx.AsyncClient, DynasorMiddleware], fake: FakeVLLM
-) -> None:
-    client, dyn = secured
-    denied = await chat(client)
-    assert denied.status_code == 401 and denied.json() == {"error": "Unauthorized"}
-    # Not even a bad header hint or id is reported before authentication.
-    denied = await chat(client, "bad id", headers={CERTAINTY_HEADER: "7"})
-    assert denied.status_code == 401
-    assert len(dyn.table) == 0 and fake.calls == []
-
-    ok = await chat(client, headers={"Authorization": f"Bearer {TOKEN}"})
-    assert ok.status_code == 200
-    (record,) = dyn.table  # owned by the key's digest; never the key itself
-    assert (record.id, record.requests, record.completion_tokens) == (PID, 1, 11)
-    assert record.owner is not None and TOKEN not in record.owner
-    assert dyn.table.get(PID) is None  # not visible without the owner
-
-
-async def test_the_authenticator_is_looked_up_once_through_the_app_chain(
-    secured: tuple[httpx.AsyncClient, DynasorMiddleware], auth: FakeAuth
-) -> None:
-    _, dyn = secured
-    assert dyn._authenticator() is auth
-    dyn.app = Passthrough(Passthrough(FakeVLLM()))  # cached: not looked up again
-    assert dyn._authenticator() is auth
-    assert (
-        DynasorMiddleware(Passthrough(FakeVLLM()), registry=CollectorRegistry())._authenticator()
-        is None
-    )
-
-
-# ----------------------------------------------------------------------------- program table
-
-
-def test_program_table_records_created_and_last_activity_from_its_clock() -> None:
-    clock = Clock(10.0)
-    table = ProgramTable(clock=clock)
-    record = table.get_or_create("p1")
-    assert (record.created, record.last_activity, record.state) == (10.0, 10.0, Lifecycle.ACTIVE)
-
-    clock.now = 15.0
-    assert table.get_or_create("p1") is record
-    assert (record.created, record.last_activity) == (10.0, 15.0)
-    clock.now = 20.0
-    table.touch(record)
-    assert record.last_activity == 20.0
-    clock.now = 30.0
-    handle = record.begin_request()
-    assert table.stop("p1") == 1 and table.stop("p1") == 0
-    assert handle.aborted.is_set() and record.info().state == "stopped"
-    assert (record.created, record.last_activity, record.aborted) == (10.0, 30.0, 1)
-
-    clock.now = 40.0
-    assert table.finish("p1") is record and record.state is Lifecycle.FINISHED
-    assert table.stop("p1") == 0 and record.state is Lifecycle.FINISHED  # only forward
-    record.end_request(handle, 3, 4, measured=True)
-    info = record.info()
-    assert (info.created, info.last_activity, info.in_flight, info.requests) == (10.0, 40.0, 0, 1)
-    assert (info.prompt_tokens, info.completion_tokens, info.state) == (3, 4, "finished")
-
-    assert table.get("nope") is None and table.finish("nope") is None and table.stop("nope") == 0
-    assert len(table) == 1 and [r.id for r in table] == ["p1"]
-
-
-def test_program_table_defaults_to_wall_clock_time() -> None:
-    before = time.time()
-    record = ProgramTable().get_or_create("p1", owner="key-1")
-    assert before <= record.created <= time.time() and record.owner == "key-1"
