@@ -1,17 +1,22 @@
 """The server half of Dynasor: a component loaded into vLLM's OpenAI server.
 
-Start vLLM with ``--middleware dynasor_agents.server.DynasorMiddleware`` (or use
-:class:`VLLMServer`, which does that and applies the CPU recipe). This package
-imports only the wire protocol, never the strategies.
+Start vLLM with ``dynasor-agents serve MODEL [vLLM flags]``, or with
+``--middleware dynasor_agents.server.DynasorMiddleware`` and the recipe of
+:func:`vllm_command` / :func:`vllm_environment` (:class:`VLLMServer` runs that as
+a child process). This package imports only the wire protocol, never the
+strategies.
 """
 
 from dynasor_agents.server._checkpoint import DEFAULT_MODEL, cache_dir, ensure_checkpoint
+from dynasor_agents.server._config import ServerConfig
 from dynasor_agents.server._launch import (
     MIDDLEWARE,
     ServerStartError,
     VLLMServer,
     free_port,
     is_cpu_build,
+    vllm_command,
+    vllm_environment,
 )
 from dynasor_agents.server._middleware import DynasorMiddleware
 from dynasor_agents.server._table import InFlight, ProgramRecord, ProgramTable
@@ -23,10 +28,13 @@ __all__ = [
     "InFlight",
     "ProgramRecord",
     "ProgramTable",
+    "ServerConfig",
     "ServerStartError",
     "VLLMServer",
     "cache_dir",
     "ensure_checkpoint",
     "free_port",
     "is_cpu_build",
+    "vllm_command",
+    "vllm_environment",
 ]

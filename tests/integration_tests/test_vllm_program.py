@@ -33,7 +33,7 @@ pytestmark = pytest.mark.timeout(300)
 def chat(vllm: Backend, **kwargs: object) -> ChatOpenAI:
     return ChatOpenAI(
         base_url=vllm.base_url,
-        api_key="EMPTY",
+        api_key=vllm.api_key,
         model=vllm.model,
         max_retries=0,
         **kwargs,  # type: ignore[arg-type]
@@ -53,7 +53,7 @@ async def running_requests(client: httpx.AsyncClient) -> float:
 
 
 async def test_server_attributes_requests_and_tokens_to_the_program(vllm: Backend) -> None:
-    client = DynasorClient(vllm.base_url)
+    client = DynasorClient(vllm.base_url, api_key=vllm.api_key)
     sc = SelfConsistency(
         chat(vllm, temperature=0.8),
         controller=CertaintyController(max_samples(4), first_round=4),
@@ -78,7 +78,7 @@ async def test_a_settled_prompt_stops_at_the_first_detect_step(vllm: Backend) ->
     prompt = ChatPromptTemplate.from_messages(
         [("system", "Reply with exactly one word: OK."), ("human", "{question}")]
     )
-    client = DynasorClient(vllm.base_url)
+    client = DynasorClient(vllm.base_url, api_key=vllm.api_key)
     sc = SelfConsistency(
         chat(vllm, temperature=0.0),
         controller=CertaintyController(threshold(0.8) | max_samples(12), first_round=4),
@@ -97,7 +97,7 @@ async def test_a_settled_prompt_stops_at_the_first_detect_step(vllm: Backend) ->
 
 async def test_stop_hint_aborts_streaming_requests_inside_vllm(vllm: Backend) -> None:
     pid = f"stop-{uuid.uuid4().hex[:8]}"
-    oai = openai.AsyncOpenAI(base_url=vllm.base_url, api_key="EMPTY", max_retries=0)
+    oai = openai.AsyncOpenAI(base_url=vllm.base_url, api_key=vllm.api_key, max_retries=0)
     chunks = [0, 0, 0, 0]
     errors: list[BaseException] = []
 
@@ -115,7 +115,7 @@ async def test_stop_hint_aborts_streaming_requests_inside_vllm(vllm: Backend) ->
         except openai.APIError as exc:
             errors.append(exc)
 
-    async with httpx.AsyncClient(base_url=vllm.root_url, timeout=10) as http:
+    async with httpx.AsyncClient(base_url=vllm.root_url, timeout=10, headers=vllm.auth) as http:
         tasks = [asyncio.create_task(stream(i)) for i in range(4)]
         deadline = time.monotonic() + 60
         while sum(chunks) < 20 and time.monotonic() < deadline:
@@ -123,7 +123,9 @@ async def test_stop_hint_aborts_streaming_requests_inside_vllm(vllm: Backend) ->
         assert await running_requests(http) >= 1
 
         stopped_at = time.monotonic()
-        info = await DynasorClient(vllm.base_url).send_hints(pid, Hints(stop=True))
+        info = await DynasorClient(vllm.base_url, api_key=vllm.api_key).send_hints(
+            pid, Hints(stop=True)
+        )
         assert info.state == "stopped" and info.aborted >= 1
         while await running_requests(http) > 0:
             assert time.monotonic() - stopped_at < 2.0, "vLLM still runs the stopped program"
@@ -134,6 +136,9 @@ async def test_stop_hint_aborts_streaming_requests_inside_vllm(vllm: Backend) ->
         seen = list(chunks)
         await asyncio.sleep(1.0)
         assert chunks == seen, "generation kept growing after the stop"
+        metrics = (await http.get("/metrics")).text
+    aborted = re.findall(r"^dynasor_requests_aborted_total ([0-9.e+-]+)$", metrics, re.M)
+    assert aborted and float(aborted[0]) >= 4  # counted on vLLM's own /metrics
     assert drained < 2.0
     # Every stream ended with the stable error code, not a silently truncated answer.
     assert len(errors) == 4
@@ -142,10 +147,10 @@ async def test_stop_hint_aborts_streaming_requests_inside_vllm(vllm: Backend) ->
 
 async def test_stopped_program_is_refused_and_server_stays_up(vllm: Backend) -> None:
     pid = f"refuse-{uuid.uuid4().hex[:8]}"
-    client = DynasorClient(vllm.base_url)
+    client = DynasorClient(vllm.base_url, api_key=vllm.api_key)
     await client.send_hints(pid, Hints(stop=True))
 
-    oai = openai.AsyncOpenAI(base_url=vllm.base_url, api_key="EMPTY", max_retries=0)
+    oai = openai.AsyncOpenAI(base_url=vllm.base_url, api_key=vllm.api_key, max_retries=0)
     with pytest.raises(openai.ConflictError) as raised:
         await oai.chat.completions.create(
             model=vllm.model,
@@ -160,7 +165,7 @@ async def test_stopped_program_is_refused_and_server_stays_up(vllm: Backend) -> 
         await sc.ainvoke("hi", program_id=pid)
     assert typed.value.program_id == pid and typed.value.code == "program_stopped"
 
-    async with httpx.AsyncClient(base_url=vllm.root_url) as http:
+    async with httpx.AsyncClient(base_url=vllm.root_url, headers=vllm.auth) as http:
         assert (await http.get("/health")).status_code == 200
     # Other programs are unaffected.
     ok = await oai.chat.completions.create(
@@ -177,7 +182,7 @@ def test_sync_invoke_batch_and_stream_against_vllm(vllm: Backend) -> None:
     sc = SelfConsistency(
         chat(vllm, temperature=0.8, timeout=123),
         controller=CertaintyController(max_samples(2), first_round=2),
-        client=DynasorClient(vllm.base_url),
+        client=DynasorClient(vllm.base_url, api_key=vllm.api_key),
         max_tokens=8,
     )
     assert sc.invoke("Say a number.").samples == 2
