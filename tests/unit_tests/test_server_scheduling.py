@@ -495,3 +495,30 @@ async def test_the_component_reads_its_settings_from_the_environment(
     assert sample(dyn.metrics.registry, "dynasor_scheduling_policy", policy="gang") == 1
     default = DynasorMiddleware(fake, environ={}, registry=CollectorRegistry())
     assert default.config == ServerConfig() and default.policy.name == "dynasor"
+
+
+@pytest.mark.parametrize(("aging", "starves"), [(0.0, True), (100.0, False)])
+def test_without_aging_a_stream_of_short_programs_starves_a_long_one(
+    aging: float, starves: bool
+) -> None:
+    from dynasor_agents.protocol import Hints
+    from dynasor_agents.server import ProgramTable
+    from dynasor_agents.server._scheduling import Dynasor, RequestShape
+
+    clock = Clock(0.0)
+    table = ProgramTable(clock=clock, ttl=1e9)
+    policy, shape = Dynasor(aging=aging), RequestShape(max_tokens=16)
+    long = table.get_or_create("long")
+    long.apply(Hints(certainty=0.1, remaining=4))
+    waiting = policy.priority(long, shape, table)  # fixed once queued
+    assert waiting is not None
+    beaten_by = []
+    for second in range(1, 11):  # a new short program every second
+        clock.now = float(second)
+        short = table.get_or_create(f"short-{second}")
+        short.apply(Hints(certainty=0.95, remaining=1))
+        priority = policy.priority(short, shape, table)
+        assert priority is not None
+        beaten_by.append(priority < waiting)
+    assert all(beaten_by) is starves
+    assert any(beaten_by) is starves  # with aging, not even the first one jumps ahead
