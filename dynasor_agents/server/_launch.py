@@ -50,6 +50,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -266,7 +267,11 @@ class VLLMServer:
         self.middleware = middleware
         self.config = config or ServerConfig()
         self.env = dict(env or {})
-        self.log_path = log_path or Path(tempfile.mkstemp(prefix="vllm-", suffix=".log")[1])
+        # A log of our own is removed by stop() (kept when start-up fails).
+        self._own_log = log_path is None
+        self.log_path = log_path or Path(tempfile.gettempdir()) / (
+            f"vllm-{self.port}-{uuid.uuid4().hex[:8]}.log"
+        )
         self.api_key = api_key or next(
             (v for v in given_options(self.extra_args).get("--api-key", []) if v), None
         )
@@ -330,7 +335,7 @@ class VLLMServer:
             if warm_up:
                 self.complete("Hi", max_tokens=4)
         except BaseException:
-            self.stop()
+            self.stop(keep_log=True)  # the error names the log
             raise
         return self
 
@@ -381,11 +386,24 @@ class VLLMServer:
             return ""
         return "\n".join(text.splitlines()[-lines:])
 
-    def stop(self, timeout: float = 20.0) -> None:
-        """Stop vLLM and its engine process (idempotent)."""
+    def stop(self, timeout: float = 20.0, *, keep_log: bool = False) -> None:
+        """Stop vLLM and its engine process (idempotent).
+
+        Args:
+            timeout: Seconds to wait after SIGTERM before SIGKILL.
+            keep_log: Keep the temporary log file this server created (it is
+                removed otherwise; a log path you gave is always kept).
+        """
         process, self._process = self._process, None
-        if process is None or process.poll() is not None:
-            return
+        try:
+            if process is not None and process.poll() is None:
+                self._terminate(process, timeout)
+        finally:
+            if self._own_log and not keep_log:
+                self.log_path.unlink(missing_ok=True)
+
+    @staticmethod
+    def _terminate(process: subprocess.Popen[bytes], timeout: float) -> None:
         for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
             try:
                 os.killpg(process.pid, sig)
