@@ -11,7 +11,7 @@ Actions and what the driver sends back into the generator:
 =====================  ======================================================
 action                 sent back
 =====================  ======================================================
-``Launch(n, ...)``     ``None`` once ``n`` sample requests are running
+``Launch(n, ...)``     ``None`` once ``n`` requests of ``request`` are running
 ``Await()``            the next finished :class:`Completion` (in finish order);
                        a failed request is thrown into the generator instead
 ``Cancel()``           the completions that had finished but were not yet
@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import dataclasses
 import itertools
 import logging
 from collections.abc import Awaitable, Callable, Generator
@@ -46,6 +47,7 @@ __all__ = [
     "Emit",
     "Finish",
     "Launch",
+    "SampleCall",
     "Sampler",
     "drive",
 ]
@@ -56,20 +58,53 @@ logger = logging.getLogger("dynasor_agents")
 
 @dataclass(frozen=True)
 class Completion:
-    """One finished sample: its text and the tokens it cost."""
+    """One finished sample: its text, the tokens it cost and what the model said of it.
+
+    Attributes:
+        text: The generated text.
+        prompt_tokens: Prompt tokens the request used.
+        completion_tokens: Completion tokens it generated.
+        finish_reason: Why generation ended (``stop``, ``length``, ...), if known.
+        logprobs: Token log-probabilities, when the sampler asked for them.
+        tag: The ``tag`` of the :class:`Launch` that started it (set by the driver).
+    """
 
     text: str
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    finish_reason: str | None = None
+    logprobs: Any = None
+    tag: Any = None
 
 
 @dataclass(frozen=True)
 class Launch:
-    """Start ``n`` sample requests, each capped at ``max_tokens``, carrying ``hints``."""
+    """Start ``n`` requests, each capped at ``max_tokens``, carrying ``hints``.
+
+    Attributes:
+        n: How many requests.
+        max_tokens: Completion-token cap of each.
+        hints: The program's hints, sent as headers.
+        request: What to send; the strategy's sampler interprets it (``None``:
+            the program's own prompt).
+        tag: Handed back on each resulting :class:`Completion`, so a core with
+            several kinds of requests in flight knows what answered.
+    """
 
     n: int
     max_tokens: int | None = None
     hints: Hints = field(default_factory=Hints)
+    request: Any = None
+    tag: Any = None
+
+
+@dataclass(frozen=True)
+class SampleCall:
+    """One request the driver asks the sampler to send."""
+
+    request: Any
+    max_tokens: int | None
+    headers: dict[str, str]
 
 
 @dataclass(frozen=True)
@@ -98,8 +133,13 @@ class Finish:
 
 Action = Launch | Await | Cancel | Emit[Any] | Finish
 Core = Generator[Action, Any, R]
-Sampler = Callable[[int | None, dict[str, str]], Awaitable[Completion]]
-"""``sampler(max_tokens, headers)`` sends one request and returns its completion."""
+Sampler = Callable[[SampleCall], Awaitable[Completion]]
+"""``sampler(call)`` sends one request and returns its completion."""
+
+
+async def _tagged(sampler: Sampler, call: SampleCall, tag: Any) -> Completion:
+    done = await sampler(call)
+    return done if tag is None else dataclasses.replace(done, tag=tag)
 
 
 async def _tell_server(program: Program, *, stop: bool) -> None:
@@ -115,6 +155,7 @@ async def drive(
     sampler: Sampler,
     program: Program,
     emit: Callable[[Any], Awaitable[None]] | None = None,
+    nested: bool = False,
 ) -> R:
     """Run a sans-IO strategy core to completion and return its result.
 
@@ -123,6 +164,9 @@ async def drive(
         sampler: Sends one sample request.
         program: The program whose headers every request carries.
         emit: Receives each progress snapshot.
+        nested: The core runs inside another strategy's program (composition):
+            ``Finish`` and failures do not stop or finish the program on the
+            server, and ``Cancel`` only cancels this core's own requests.
 
     Raises:
         DynasorError: From the core or a request; ``program_id`` is filled in.
@@ -130,15 +174,23 @@ async def drive(
     running: dict[asyncio.Task[Completion], int] = {}  # task -> launch order
     launched = itertools.count()
     finished: collections.deque[asyncio.Task[Completion]] = collections.deque()
-    told_server = False
+    told_server = nested
+
+    async def cancel_own() -> None:
+        pending = [t for t in running if not t.done()]
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
+
     try:
         action = next(core)
         while True:
             reply: Any = None
             if isinstance(action, Launch):
-                headers = program.headers(action.hints)
+                call = SampleCall(action.request, action.max_tokens, program.headers(action.hints))
                 for _ in range(action.n):
-                    task = asyncio.ensure_future(sampler(action.max_tokens, headers))
+                    task = asyncio.ensure_future(_tagged(sampler, call, action.tag))
                     running[program.track(task)] = next(launched)
             elif isinstance(action, Await):
                 if not finished:
@@ -156,7 +208,7 @@ async def drive(
                     continue
                 reply = task.result()
             elif isinstance(action, Cancel):
-                await program.cancel_inflight()
+                await cancel_own()
                 finished.extend(t for t in running if t.done() and not t.cancelled())
                 reply = [t.result() for t in finished if t.exception() is None]
                 running.clear()
@@ -164,6 +216,8 @@ async def drive(
             elif isinstance(action, Emit):
                 if emit is not None:
                     await emit(action.snapshot)
+            elif isinstance(action, Finish) and nested:
+                pass  # the enclosing strategy owns the program's end
             elif isinstance(action, Finish):
                 told_server = True
                 try:
@@ -181,8 +235,7 @@ async def drive(
             exc.program_id = program.id
         raise
     finally:
-        if running or program.in_flight:
-            await program.cancel_inflight()
+        await cancel_own()
         for task in (*running, *finished):  # retrieve dropped outcomes: no stray warnings
             if task.done() and not task.cancelled():
                 task.exception()

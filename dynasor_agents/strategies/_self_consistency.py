@@ -31,7 +31,7 @@ from dynasor_agents.certainty import AnswerExtractor, extract_answer
 from dynasor_agents.controller import CertaintyController
 from dynasor_agents.errors import InvalidInputError
 from dynasor_agents.program import DynasorClient, Program, typed_error
-from dynasor_agents.strategies._actions import Completion, drive
+from dynasor_agents.strategies._actions import Completion, SampleCall, drive
 from dynasor_agents.strategies._sc_core import SelfConsistencyResult, self_consistency_core
 
 __all__ = ["DEFAULT_PROMPT", "PROGRESS_EVENT", "SelfConsistency", "SelfConsistencyInput"]
@@ -147,10 +147,10 @@ class SelfConsistency(Runnable[SelfConsistencyInput, SelfConsistencyResult]):
         program = Program(program_id or self.program_ids(), client=self.client)
         child = patch_config(config, callbacks=run_manager.get_child())
 
-        async def sample(max_tokens: int | None, headers: dict[str, str]) -> Completion:
-            kwargs: dict[str, Any] = {"extra_headers": headers}
-            if max_tokens is not None:
-                kwargs["max_tokens"] = max_tokens
+        async def sample(call: SampleCall) -> Completion:
+            kwargs: dict[str, Any] = {"extra_headers": call.headers}
+            if call.max_tokens is not None:
+                kwargs["max_tokens"] = call.max_tokens
             try:
                 message = await self.model.ainvoke(model_input, child, **kwargs)
             except Exception as exc:
