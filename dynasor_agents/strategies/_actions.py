@@ -188,7 +188,10 @@ async def drive(
         while True:
             reply: Any = None
             if isinstance(action, Launch):
-                call = SampleCall(action.request, action.max_tokens, program.headers(action.hints))
+                hints = action.hints
+                if nested:  # one budget for the whole: the enclosing strategy's
+                    hints = hints.model_copy(update={"budget": None})
+                call = SampleCall(action.request, action.max_tokens, program.headers(hints))
                 for _ in range(action.n):
                     task = asyncio.ensure_future(_tagged(sampler, call, action.tag))
                     running[program.track(task)] = next(launched)

@@ -361,3 +361,26 @@ async def test_result_survives_an_unreachable_server() -> None:
     sc = SelfConsistency(always("\\boxed{3}"), controller=controller(first=3), client=client)
     result = await sc.ainvoke("q")
     assert result.answer == "3" and result.stop_reason is StopReason.CERTAIN
+
+
+async def test_a_strategy_composes_over_another_in_one_program() -> None:
+    model = cycle("\\boxed{7}", "\\boxed{7}", "\\boxed{9}")
+    inner = SelfConsistency(
+        model, controller=CertaintyController(max_samples(3), first_round=3), max_tokens=5
+    )
+    recorder = Recorder()
+    outer = SelfConsistency(
+        inner,
+        controller=CertaintyController(max_samples(2), first_round=2),
+        client=recorder.client(),
+    )
+    result = await outer.ainvoke("q", program_id="composed")
+    assert (result.answer, result.samples) == ("7", 2)
+    assert len(model._calls) == 6  # 2 outer samples x 3 inner samples
+    assert {c["extra_headers"][PROGRAM_ID_HEADER] for c in model._calls} == {"composed"}
+    # The tokens of every inner sample are the outer program's.
+    assert result.completion_tokens == 6 * 3
+    # Only the outer program tells the server it is over, once.
+    assert [(m, body) for m, _, body in recorder.requests] == [("DELETE", {})]
+    # Inner rounds send no budget of their own: one budget for the whole.
+    assert all(BUDGET_HEADER not in c["extra_headers"] for c in model._calls)

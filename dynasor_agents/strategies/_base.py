@@ -1,0 +1,298 @@
+"""The Runnable shell every strategy shares: one async path, sync on top, composition.
+
+A strategy subclasses :class:`Strategy` and implements :meth:`Strategy._start`,
+which returns its sans-IO core and the sampler that sends the core's requests.
+Everything else is here once: input handling, program ids, the driver,
+progress events (``dynasor_progress``), ``ainvoke`` / ``astream`` with a
+snapshot per round, the sync methods (run on a loop thread), and composition:
+a strategy whose ``model`` is another strategy runs it as its sampler, nested
+in the same program (one id, one budget, one stop).
+
+Example (a strategy is a Runnable, so it composes with prompts):
+    >>> from langchain_core.language_models import FakeListChatModel
+    >>> from langchain_core.prompts import ChatPromptTemplate
+    >>> from dynasor_agents import CertaintyController, SelfConsistency
+    >>> sc = SelfConsistency(
+    ...     FakeListChatModel(responses=["\\\\boxed{4}"]),
+    ...     controller=CertaintyController(first_round=3),
+    ... )
+    >>> chain = ChatPromptTemplate.from_template("{q}") | sc
+    >>> chain.invoke({"q": "2 + 2?"}).answer
+    '4'
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from typing import Any, TypeVar
+
+from langchain_core.callbacks import AsyncCallbackManagerForChainRun, adispatch_custom_event
+from langchain_core.language_models import LanguageModelInput
+from langchain_core.messages import BaseMessage
+from langchain_core.prompt_values import PromptValue
+from langchain_core.prompts import BasePromptTemplate, ChatPromptTemplate
+from langchain_core.runnables import Runnable, RunnableConfig
+from langchain_core.runnables.config import patch_config
+from pydantic import BaseModel
+
+from dynasor_agents._sync import LoopThread, default_loop
+from dynasor_agents.errors import InvalidInputError
+from dynasor_agents.program import DynasorClient, Program, typed_error
+from dynasor_agents.strategies._actions import Completion, Core, SampleCall, Sampler, drive
+
+__all__ = [
+    "DEFAULT_PROMPT",
+    "PROGRESS_EVENT",
+    "Strategy",
+    "StrategyInput",
+    "chat_sampler",
+]
+
+StrategyInput = LanguageModelInput | dict[str, Any]
+R = TypeVar("R", bound=BaseModel)
+
+PROGRESS_EVENT = "dynasor_progress"
+"""Name of the custom callback event each round dispatches."""
+
+DEFAULT_PROMPT = ChatPromptTemplate.from_messages(
+    [
+        ("system", "Solve the problem step by step. Put the final answer in \\boxed{{}}."),
+        ("human", "{question}"),
+    ]
+)
+"""Formats ``dict`` inputs (``{"question": ...}``) when no ``prompt`` is given."""
+
+
+def message_text(message: Any) -> str:
+    """The text of a chat message (or ``str`` of anything else)."""
+    if isinstance(message, BaseMessage):
+        return str(message.text)
+    return str(message)
+
+
+def message_usage(message: Any) -> tuple[int, int]:
+    """``(prompt, completion)`` tokens from a message's ``usage_metadata``."""
+    usage = getattr(message, "usage_metadata", None) or {}
+    return int(usage.get("input_tokens", 0)), int(usage.get("output_tokens", 0))
+
+
+def chat_sampler(
+    model: Runnable[LanguageModelInput, Any],
+    model_input: Any,
+    config: RunnableConfig,
+    program: Program,
+) -> Sampler:
+    """A sampler that sends ``model_input`` (or the call's ``request``) to a chat model.
+
+    Each call carries the program's headers (``extra_headers``, which
+    ``ChatOpenAI`` forwards) and ``max_tokens``; server error codes become typed
+    exceptions (:func:`dynasor_agents.program.typed_error`).
+    """
+
+    async def sample(call: SampleCall) -> Completion:
+        kwargs: dict[str, Any] = {"extra_headers": call.headers}
+        if call.max_tokens is not None:
+            kwargs["max_tokens"] = call.max_tokens
+        payload = model_input if call.request is None else call.request
+        try:
+            message = await model.ainvoke(payload, config, **kwargs)
+        except Exception as exc:
+            typed = typed_error(exc, program.id)
+            if typed is not None:
+                raise typed from exc
+            raise
+        metadata = getattr(message, "response_metadata", None) or {}
+        return Completion(
+            message_text(message),
+            *message_usage(message),
+            finish_reason=metadata.get("finish_reason"),
+            logprobs=metadata.get("logprobs"),
+        )
+
+    return sample
+
+
+class Strategy(Runnable[StrategyInput, R]):
+    """Base of every strategy Runnable.
+
+    Args:
+        prompt: Formats ``dict`` inputs (default :data:`DEFAULT_PROMPT`).
+        client: Sends hints and stop to the server; without one the program
+            still runs (e.g. against a plain OpenAI-compatible server).
+        program_ids: Makes the id of each new program (default: uuid4).
+        name: The Runnable's name in traces.
+        loop: Where sync methods run the async core (default: one loop per
+            process, see :mod:`dynasor_agents._sync`).
+
+    Pass ``program_id=...`` to ``invoke`` to name the program.
+    """
+
+    def __init__(
+        self,
+        *,
+        prompt: BasePromptTemplate[Any] | None = None,
+        client: DynasorClient | None = None,
+        program_ids: Callable[[], str | None] = lambda: None,
+        name: str | None = None,
+        loop: LoopThread | None = None,
+    ) -> None:
+        self.prompt = prompt or DEFAULT_PROMPT
+        self.client = client
+        self.program_ids = program_ids
+        self.name = name or type(self).__name__
+        self._loop = loop or default_loop()
+
+    # -- what a strategy provides ---------------------------------------------------
+
+    @abc.abstractmethod
+    def _start(
+        self, model_input: Any, program: Program, config: RunnableConfig
+    ) -> tuple[Core[R], Sampler]:
+        """The strategy's core for one program, and the sampler its requests go to."""
+
+    @abc.abstractmethod
+    def as_completion(self, result: R) -> Completion:
+        """The result as one sample of an enclosing strategy (composition)."""
+
+    # -- the one async path ------------------------------------------------------------
+
+    async def _prepare(self, value: StrategyInput, config: RunnableConfig) -> Any:
+        if isinstance(value, dict):
+            return await self.prompt.ainvoke(value, config)
+        if isinstance(value, str | PromptValue):
+            if isinstance(value, str) and not value.strip():
+                raise InvalidInputError("input is an empty string")
+            return value
+        if isinstance(value, Sequence) and value:
+            return value
+        raise InvalidInputError(
+            "input must be a non-empty string, a list of messages, a PromptValue or a "
+            f"dict for the prompt template; got {type(value).__name__}"
+        )
+
+    def sampler_for(
+        self,
+        model: Runnable[LanguageModelInput, Any],
+        model_input: Any,
+        program: Program,
+        config: RunnableConfig,
+    ) -> Sampler:
+        """How this strategy samples ``model``: a chat model, or a nested strategy."""
+        if isinstance(model, Strategy):
+            inner = model
+
+            async def nested(call: SampleCall) -> Completion:
+                payload = model_input if call.request is None else call.request
+                result = await inner.arun_nested(payload, program, config)
+                return inner.as_completion(result)
+
+            return nested
+        return chat_sampler(model, model_input, config, program)
+
+    async def arun_nested(self, model_input: Any, program: Program, config: RunnableConfig) -> R:
+        """Run as a sample of an enclosing strategy, inside its ``program``."""
+        core, sampler = self._start(model_input, program, config)
+        return await drive(core, sampler=sampler, program=program, nested=True)
+
+    async def _run(
+        self,
+        value: StrategyInput,
+        run_manager: AsyncCallbackManagerForChainRun,
+        config: RunnableConfig,
+        *,
+        program_id: str | None = None,
+        on_snapshot: Callable[[R], Any] | None = None,
+    ) -> R:
+        model_input = await self._prepare(value, config)
+        program = Program(program_id or self.program_ids(), client=self.client)
+        child = patch_config(config, callbacks=run_manager.get_child())
+
+        async def emit(snapshot: R) -> None:
+            await adispatch_custom_event(PROGRESS_EVENT, snapshot.model_dump(), config=child)
+            if on_snapshot is not None:
+                await on_snapshot(snapshot)
+
+        core, sampler = self._start(model_input, program, child)
+        return await drive(core, sampler=sampler, program=program, emit=emit)
+
+    async def ainvoke(
+        self, input: StrategyInput, config: RunnableConfig | None = None, **kwargs: Any
+    ) -> R:
+        """Run one program; ``program_id=`` names it."""
+        return await self._acall_with_config(self._run, input, config, **kwargs)
+
+    async def astream(
+        self,
+        input: StrategyInput,
+        config: RunnableConfig | None = None,
+        **kwargs: Any | None,
+    ) -> AsyncIterator[R]:
+        """Yield a snapshot after each round, then the final result."""
+
+        async def one() -> AsyncIterator[StrategyInput]:
+            yield input
+
+        async for item in self._atransform_stream_with_config(
+            one(), self._snapshots, config, **kwargs
+        ):
+            yield item
+
+    async def _snapshots(
+        self,
+        inputs: AsyncIterator[StrategyInput],
+        run_manager: AsyncCallbackManagerForChainRun,
+        config: RunnableConfig,
+        **kwargs: Any,
+    ) -> AsyncIterator[R]:
+        queue: asyncio.Queue[R] = asyncio.Queue()
+        async for value in inputs:
+            task = asyncio.ensure_future(
+                self._run(value, run_manager, config, on_snapshot=queue.put, **kwargs)
+            )
+            try:
+                while not task.done() or not queue.empty():
+                    getter = asyncio.ensure_future(queue.get())
+                    await asyncio.wait({getter, task}, return_when=asyncio.FIRST_COMPLETED)
+                    if getter.done():
+                        yield getter.result()
+                    else:
+                        getter.cancel()
+                yield task.result()
+            finally:
+                if not task.done():
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
+
+    # -- sync methods call the async path --------------------------------------------
+
+    def invoke(
+        self, input: StrategyInput, config: RunnableConfig | None = None, **kwargs: Any
+    ) -> R:
+        """Run one program (sync; runs :meth:`ainvoke` on a helper loop)."""
+        return self._loop.run(self.ainvoke(input, config, **kwargs))
+
+    def batch(
+        self,
+        inputs: list[StrategyInput],
+        config: RunnableConfig | list[RunnableConfig] | None = None,
+        *,
+        return_exceptions: bool = False,
+        **kwargs: Any | None,
+    ) -> list[R]:
+        """Run many programs concurrently (``max_concurrency`` in config applies)."""
+        return self._loop.run(
+            self.abatch(inputs, config, return_exceptions=return_exceptions, **kwargs)
+        )
+
+    def stream(
+        self,
+        input: StrategyInput,
+        config: RunnableConfig | None = None,
+        **kwargs: Any | None,
+    ) -> Iterator[R]:
+        """Sync :meth:`astream`."""
+        yield from self._loop.iterate(self.astream(input, config, **kwargs))
