@@ -48,15 +48,28 @@ from dynasor_agents.errors import (
 )
 from dynasor_agents.program import DynasorClient, Program
 from dynasor_agents.protocol import Hints, ProgramInfo
-from dynasor_agents.strategies import PROGRESS_EVENT, SelfConsistency, SelfConsistencyResult
+from dynasor_agents.strategies import (
+    PROGRESS_EVENT,
+    BestOfN,
+    BestOfNResult,
+    CompletionsModel,
+    SelfConsistency,
+    SelfConsistencyResult,
+    Strategy,
+    TextRequest,
+    chatml,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
     "PROGRESS_EVENT",
     "AnswerExtractor",
+    "BestOfN",
+    "BestOfNResult",
     "BudgetExhaustedError",
     "CertaintyController",
+    "CompletionsModel",
     "Decision",
     "DynasorClient",
     "DynasorError",
@@ -73,10 +86,13 @@ __all__ = [
     "SelfConsistencyResult",
     "ServerError",
     "StopReason",
+    "Strategy",
+    "TextRequest",
     "TooManyProgramsError",
     "Votes",
     "__version__",
     "certaindex",
+    "chatml",
     "cluster_answers",
     "extract_answer",
     "majority_share",

@@ -7,8 +7,20 @@ from dynasor_agents.strategies._actions import (
     Emit,
     Finish,
     Launch,
+    SampleCall,
     drive,
 )
+from dynasor_agents.strategies._base import Strategy, StrategyInput, chat_sampler
+from dynasor_agents.strategies._best_of_n import JUDGE_PROMPT, BestOfN, BestOfNInput
+from dynasor_agents.strategies._bon_core import (
+    BestOfNResult,
+    ScoredCandidate,
+    ScoreRequest,
+    best_of_n_core,
+    logprob_reward,
+    normalize_reward,
+)
+from dynasor_agents.strategies._completions import CompletionsModel, TextRequest, chatml
 from dynasor_agents.strategies._sc_core import SelfConsistencyResult, self_consistency_core
 from dynasor_agents.strategies._self_consistency import (
     DEFAULT_PROMPT,
@@ -19,16 +31,32 @@ from dynasor_agents.strategies._self_consistency import (
 
 __all__ = [
     "DEFAULT_PROMPT",
+    "JUDGE_PROMPT",
     "PROGRESS_EVENT",
     "Await",
+    "BestOfN",
+    "BestOfNInput",
+    "BestOfNResult",
     "Cancel",
     "Completion",
+    "CompletionsModel",
     "Emit",
     "Finish",
     "Launch",
+    "SampleCall",
+    "ScoreRequest",
+    "ScoredCandidate",
     "SelfConsistency",
     "SelfConsistencyInput",
     "SelfConsistencyResult",
+    "Strategy",
+    "StrategyInput",
+    "TextRequest",
+    "best_of_n_core",
+    "chat_sampler",
+    "chatml",
     "drive",
+    "logprob_reward",
+    "normalize_reward",
     "self_consistency_core",
 ]
