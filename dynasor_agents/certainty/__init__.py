@@ -19,16 +19,64 @@ Example:
 
 from __future__ import annotations
 
+from ._confidence import (
+    DEFAULT_TAIL,
+    DEFAULT_WINDOW,
+    FloatArray,
+    LogprobsLike,
+    TraceConfidence,
+    bottom_group_confidence,
+    group_confidences,
+    logprob_matrix,
+    lowest_group_confidence,
+    self_certainty,
+    tail_confidence,
+    token_confidences,
+    trace_confidence,
+)
 from ._entropy import Votes, answer_entropy, certaindex, cluster_answers, majority_share
 from ._extract import AnswerExtractor, extract_answer, normalize_answer
+from ._signals import (
+    DEFAULT_HEDGE_WORDS,
+    ProbeAgreement,
+    ProbeReason,
+    WeightedVotes,
+    filter_confident,
+    hedges,
+    probe_agreement,
+    reward_certainty,
+    weighted_votes,
+)
 
 __all__ = [
     "AnswerExtractor",
+    "DEFAULT_HEDGE_WORDS",
+    "DEFAULT_TAIL",
+    "DEFAULT_WINDOW",
+    "FloatArray",
+    "LogprobsLike",
+    "ProbeAgreement",
+    "ProbeReason",
+    "TraceConfidence",
     "Votes",
+    "WeightedVotes",
     "answer_entropy",
+    "bottom_group_confidence",
     "certaindex",
     "cluster_answers",
     "extract_answer",
+    "filter_confident",
+    "group_confidences",
+    "hedges",
+    "logprob_matrix",
+    "lowest_group_confidence",
     "majority_share",
     "normalize_answer",
+    "probe_agreement",
+    "reward_certainty",
+    "self_certainty",
+    "tail_confidence",
+    "token_confidences",
+    "trace_confidence",
+    "weighted_votes",
 ]

@@ -28,6 +28,14 @@ from dynasor_agents.strategies._self_consistency import (
     SelfConsistency,
     SelfConsistencyInput,
 )
+from dynasor_agents.strategies._tree_core import (
+    Leaf,
+    TreeSearchResult,
+    TreeStopReason,
+    tree_search_core,
+)
+from dynasor_agents.strategies._tree_policies import TreePolicy, beam, mcts, rebase
+from dynasor_agents.strategies._tree_search import TreeSearch
 
 __all__ = [
     "DEFAULT_PROMPT",
@@ -43,6 +51,7 @@ __all__ = [
     "Emit",
     "Finish",
     "Launch",
+    "Leaf",
     "SampleCall",
     "ScoreRequest",
     "ScoredCandidate",
@@ -52,11 +61,19 @@ __all__ = [
     "Strategy",
     "StrategyInput",
     "TextRequest",
+    "TreePolicy",
+    "TreeSearch",
+    "TreeSearchResult",
+    "TreeStopReason",
+    "beam",
     "best_of_n_core",
     "chat_sampler",
     "chatml",
     "drive",
     "logprob_reward",
+    "mcts",
     "normalize_reward",
+    "rebase",
     "self_consistency_core",
+    "tree_search_core",
 ]
