@@ -21,6 +21,15 @@ from dynasor_agents.strategies._bon_core import (
     normalize_reward,
 )
 from dynasor_agents.strategies._completions import CompletionsModel, TextRequest, chatml
+from dynasor_agents.strategies._cot_core import (
+    DEFAULT_HEDGES,
+    PROBE_SUFFIXES,
+    Probe,
+    ProbedChainOfThoughtResult,
+    probed_cot_core,
+    probes_agree,
+)
+from dynasor_agents.strategies._probed_cot import EFFORT_PRESETS, ProbedChainOfThought
 from dynasor_agents.strategies._sc_core import SelfConsistencyResult, self_consistency_core
 from dynasor_agents.strategies._self_consistency import (
     DEFAULT_PROMPT,
@@ -38,8 +47,11 @@ from dynasor_agents.strategies._tree_policies import TreePolicy, beam, mcts, reb
 from dynasor_agents.strategies._tree_search import TreeSearch
 
 __all__ = [
+    "DEFAULT_HEDGES",
     "DEFAULT_PROMPT",
+    "EFFORT_PRESETS",
     "JUDGE_PROMPT",
+    "PROBE_SUFFIXES",
     "PROGRESS_EVENT",
     "Await",
     "BestOfN",
@@ -52,6 +64,9 @@ __all__ = [
     "Finish",
     "Launch",
     "Leaf",
+    "Probe",
+    "ProbedChainOfThought",
+    "ProbedChainOfThoughtResult",
     "SampleCall",
     "ScoreRequest",
     "ScoredCandidate",
@@ -73,6 +88,8 @@ __all__ = [
     "logprob_reward",
     "mcts",
     "normalize_reward",
+    "probed_cot_core",
+    "probes_agree",
     "rebase",
     "self_consistency_core",
     "tree_search_core",
