@@ -29,6 +29,7 @@ threshold, so the program stops there and cancels the rest):
 from __future__ import annotations
 
 import dataclasses
+import logging
 import re
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -75,6 +76,8 @@ JUDGE_PROMPT = ChatPromptTemplate.from_messages(
     ]
 )
 """What an LLM judge (a chat model passed as ``reward``) is asked, on a 0-10 scale."""
+
+logger = logging.getLogger("dynasor_agents")
 
 _NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
 
@@ -219,7 +222,17 @@ class BestOfN(Strategy[BestOfNResult]):
                 reply = await chat_sampler(judge, messages, config, program)(
                     dataclasses.replace(call, request=None)
                 )
-                return dataclasses.replace(reply, text=_first_number(reply.text))
+                score = _NUMBER.search(reply.text)
+                if score is None:  # a judge that gives no grade gives the lowest one
+                    logger.warning(
+                        "judge gave no number for candidate %d of program %s: %r",
+                        call.request.index,
+                        program.id,
+                        reply.text[:200],
+                    )
+                    lowest = (self.reward_range or (0.0, 1.0))[0]
+                    return dataclasses.replace(reply, text=repr(float(lowest)))
+                return dataclasses.replace(reply, text=score.group())
             assert self.reward is not None  # no scoring requests with the built-in signal
             return _reward_completion(await self.reward.ainvoke(payload, config))
 

@@ -226,6 +226,16 @@ async def test_an_llm_judge_is_called_with_the_program_headers() -> None:
     assert [c["max_tokens"] for c in judge._calls] == [4, 4]
 
 
+async def test_a_judge_reply_without_a_grade_scores_lowest_and_the_program_goes_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    judge = ScriptedChat(script=lambda i: ("I think it is fine." if i == 0 else "7", 0.0, None))
+    bon = BestOfN(texts("Paris", "Lyon"), reward=judge, controller=controller(cap=2, first=2))
+    result = await bon.ainvoke("Capital of France?", program_id="ungraded")
+    assert sorted(c.reward for c in result.candidates) == [0.0, 0.7]
+    assert "judge gave no number" in caplog.text and "ungraded" in caplog.text
+
+
 async def test_requests_carry_the_program_id_and_certainty_after_the_first_round() -> None:
     model = texts("a", "b")
     bon = BestOfN(model, reward=table({"a": 0.1, "b": 0.2}), controller=controller(cap=4, first=2))
