@@ -31,7 +31,7 @@ from typing import Any, TypeVar
 
 from langchain_core.callbacks import AsyncCallbackManagerForChainRun, adispatch_custom_event
 from langchain_core.language_models import LanguageModelInput
-from langchain_core.messages import BaseMessage
+from langchain_core.messages import BaseMessage, HumanMessage, convert_to_messages
 from langchain_core.prompt_values import PromptValue
 from langchain_core.prompts import BasePromptTemplate, ChatPromptTemplate
 from langchain_core.runnables import Runnable, RunnableConfig
@@ -49,6 +49,9 @@ __all__ = [
     "Strategy",
     "StrategyInput",
     "chat_sampler",
+    "message_text",
+    "message_usage",
+    "question_text",
 ]
 
 StrategyInput = LanguageModelInput | dict[str, Any]
@@ -77,6 +80,27 @@ def message_usage(message: Any) -> tuple[int, int]:
     """``(prompt, completion)`` tokens from a message's ``usage_metadata``."""
     usage = getattr(message, "usage_metadata", None) or {}
     return int(usage.get("input_tokens", 0)), int(usage.get("output_tokens", 0))
+
+
+def question_text(model_input: Any) -> str:
+    """The question in a prepared input: a string, or its last human message.
+
+    Example:
+        >>> question_text([("system", "be brief"), ("human", "2 + 2?")])
+        '2 + 2?'
+    """
+    if isinstance(model_input, str):
+        return model_input
+    if isinstance(model_input, PromptValue):
+        messages = model_input.to_messages()
+    elif isinstance(model_input, Sequence):
+        messages = convert_to_messages(model_input)
+    else:
+        raise InvalidInputError(f"cannot find a question in {type(model_input).__name__}")
+    if not messages:
+        raise InvalidInputError("input has no messages")
+    humans = [m for m in messages if isinstance(m, HumanMessage)]
+    return message_text(humans[-1] if humans else messages[-1])
 
 
 def chat_sampler(

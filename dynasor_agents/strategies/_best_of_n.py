@@ -31,12 +31,11 @@ from __future__ import annotations
 import dataclasses
 import logging
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 from langchain_core.language_models import BaseLanguageModel, LanguageModelInput
-from langchain_core.messages import BaseMessage, HumanMessage, convert_to_messages
-from langchain_core.prompt_values import PromptValue
+from langchain_core.messages import BaseMessage
 from langchain_core.prompts import BasePromptTemplate, ChatPromptTemplate
 from langchain_core.runnables import Runnable, RunnableConfig
 
@@ -51,6 +50,7 @@ from dynasor_agents.strategies._base import (
     chat_sampler,
     message_text,
     message_usage,
+    question_text,
 )
 from dynasor_agents.strategies._bon_core import (
     BestOfNResult,
@@ -60,7 +60,7 @@ from dynasor_agents.strategies._bon_core import (
     logprob_reward,
 )
 
-__all__ = ["JUDGE_PROMPT", "BestOfN", "BestOfNInput", "question_text"]
+__all__ = ["JUDGE_PROMPT", "BestOfN", "BestOfNInput"]
 
 BestOfNInput = StrategyInput
 
@@ -80,23 +80,6 @@ JUDGE_PROMPT = ChatPromptTemplate.from_messages(
 logger = logging.getLogger("dynasor_agents")
 
 _NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
-
-
-def question_text(model_input: Any) -> str:
-    """The question a prepared input asks: its last human message (or its text).
-
-    Example:
-        >>> question_text([("system", "Be brief."), ("human", "2 + 2?")])
-        '2 + 2?'
-    """
-    if isinstance(model_input, str):
-        return model_input
-    if isinstance(model_input, PromptValue):
-        messages: Sequence[BaseMessage] = model_input.to_messages()
-    else:
-        messages = convert_to_messages(model_input)
-    human: list[BaseMessage] = [m for m in messages if isinstance(m, HumanMessage)]
-    return message_text((human or list(messages))[-1]) if messages else ""
 
 
 def _first_number(text: str) -> str:

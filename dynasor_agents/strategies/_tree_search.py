@@ -24,11 +24,10 @@ leaves with high logprob reward make the program certain after one round):
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from typing import Any
 
-from langchain_core.messages import BaseMessage, HumanMessage, convert_to_messages
-from langchain_core.prompt_values import PromptValue
+from langchain_core.messages import BaseMessage
 from langchain_core.prompts import BasePromptTemplate
 from langchain_core.runnables import Runnable, RunnableConfig, RunnableLambda
 from langchain_core.runnables.config import merge_configs
@@ -39,7 +38,7 @@ from dynasor_agents.controller import CertaintyController, max_samples
 from dynasor_agents.errors import InvalidInputError
 from dynasor_agents.program import DynasorClient, Program
 from dynasor_agents.strategies._actions import Completion, Core, SampleCall, Sampler
-from dynasor_agents.strategies._base import Strategy, message_text, message_usage
+from dynasor_agents.strategies._base import Strategy, message_text, message_usage, question_text
 from dynasor_agents.strategies._completions import chatml
 from dynasor_agents.strategies._tree_core import (
     ScoreRequest,
@@ -49,7 +48,7 @@ from dynasor_agents.strategies._tree_core import (
 )
 from dynasor_agents.strategies._tree_policies import TreePolicy, beam
 
-__all__ = ["STEP_SYSTEM_PROMPT", "TreeSearch", "question_text", "reward_completion", "step_prompt"]
+__all__ = ["STEP_SYSTEM_PROMPT", "TreeSearch", "reward_completion", "step_prompt"]
 
 STEP_SYSTEM_PROMPT = (
     "Solve the problem step by step, one step per paragraph. Put the final answer in \\boxed{}."
@@ -60,27 +59,6 @@ STEP_SYSTEM_PROMPT = (
 def step_prompt(question: str) -> str:
     """The default ``prompt_format``: ChatML with :data:`STEP_SYSTEM_PROMPT`."""
     return chatml(question, system=STEP_SYSTEM_PROMPT)
-
-
-def question_text(model_input: Any) -> str:
-    """The question in a strategy input: a string, or the last human message.
-
-    Example:
-        >>> question_text([("system", "be brief"), ("human", "2 + 2?")])
-        '2 + 2?'
-    """
-    if isinstance(model_input, str):
-        return model_input
-    if isinstance(model_input, PromptValue):
-        messages = model_input.to_messages()
-    elif isinstance(model_input, Sequence):
-        messages = convert_to_messages(model_input)
-    else:
-        raise InvalidInputError(f"cannot find a question in {type(model_input).__name__}")
-    if not messages:
-        raise InvalidInputError("input has no messages")
-    humans = [m for m in messages if isinstance(m, HumanMessage)]
-    return message_text(humans[-1] if humans else messages[-1])
 
 
 def reward_completion(value: Any) -> Completion:
