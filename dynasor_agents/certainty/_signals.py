@@ -26,7 +26,7 @@ import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Literal, TypeAlias, TypeVar
+from typing import Any, Literal, TypeAlias, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -42,6 +42,7 @@ __all__ = [
     "WeightedVotes",
     "filter_confident",
     "hedges",
+    "mean_token_probability",
     "probe_agreement",
     "reward_certainty",
     "weighted_votes",
@@ -452,3 +453,36 @@ def filter_confident(
     count = max(1, math.ceil(keep * len(listed) - _FRACTION_EPS))
     ranked = np.lexsort((np.arange(vector.size), -vector))[:count]  # by -conf, then index
     return [listed[i] for i in sorted(ranked.tolist())]
+
+
+def _token_logprob(entry: Any) -> float:
+    if isinstance(entry, int | float):
+        return float(entry)
+    if isinstance(entry, dict):
+        if "logprob" in entry:
+            return float(entry["logprob"])
+        return max(float(v) for v in entry.values())  # a top-k map: the sampled token's
+    return float(entry.logprob)
+
+
+def mean_token_probability(logprobs: Any) -> float | None:
+    """``exp`` of the mean token log-probability (the geometric-mean token probability).
+
+    Accepts what strategies' samplers put on ``Completion.logprobs``: the chat
+    API's ``{"content": [{"token", "logprob", ...}, ...]}``
+    (``ChatOpenAI(logprobs=True)``), a list of such entries, the sampled
+    tokens' log-probabilities as plain numbers (``CompletionsModel``), or
+    top-k maps ``{token: logprob}`` (the most likely token stands for the
+    sampled one). ``None`` entries are skipped; ``None`` when there are none.
+
+    Example:
+        >>> round(mean_token_probability({"content": [{"logprob": -0.1}, {"logprob": -0.3}]}), 4)
+        0.8187
+        >>> mean_token_probability(None) is None
+        True
+    """
+    entries = logprobs.get("content") if isinstance(logprobs, dict) else logprobs
+    values = [_token_logprob(e) for e in entries or () if e is not None]
+    if not values:
+        return None
+    return math.exp(min(0.0, sum(values) / len(values)))

@@ -46,6 +46,7 @@ from typing import Any, Final
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from dynasor_agents.certainty import mean_token_probability
 from dynasor_agents.controller import CertaintyController, ProgramState, StopReason
 from dynasor_agents.errors import (
     BudgetExhaustedError,
@@ -65,7 +66,6 @@ __all__ = [
     "best_of_n_core",
     "check_reward_range",
     "logprob_reward",
-    "mean_token_probability",
     "normalize_reward",
 ]
 
@@ -196,38 +196,6 @@ def normalize_reward(value: Any, reward_range: RewardRange | None = None) -> flo
         hint = "" if reward_range else "; pass reward_range=(lo, hi) to normalize it"
         raise InvalidInputError(f"reward {number!r} is outside [{lo:g}, {hi:g}]{hint}")
     return (number - lo) / (hi - lo)
-
-
-def _token_logprob(entry: Any) -> float:
-    if isinstance(entry, int | float):
-        return float(entry)
-    if isinstance(entry, dict):
-        if "logprob" in entry:
-            return float(entry["logprob"])
-        return max(float(v) for v in entry.values())  # a top-k map: the sampled token's
-    return float(entry.logprob)
-
-
-def mean_token_probability(logprobs: Any) -> float | None:
-    """``exp`` of the mean token log-probability (the geometric-mean token probability).
-
-    Accepts what samplers put on :attr:`Completion.logprobs`: the chat API's
-    ``{"content": [{"token", "logprob", ...}, ...]}`` (``ChatOpenAI(logprobs=True)``),
-    a list of such entries, of plain log-probabilities, or of top-k maps
-    ``{token: logprob}`` (the completions API; the most likely token stands for
-    the sampled one). ``None`` when there are none.
-
-    Example:
-        >>> round(mean_token_probability({"content": [{"logprob": -0.1}, {"logprob": -0.3}]}), 4)
-        0.8187
-        >>> mean_token_probability(None) is None
-        True
-    """
-    entries = logprobs.get("content") if isinstance(logprobs, dict) else logprobs
-    if not entries:
-        return None
-    values = [_token_logprob(e) for e in entries]
-    return math.exp(min(0.0, sum(values) / len(values)))
 
 
 def logprob_reward(done: Completion) -> float:

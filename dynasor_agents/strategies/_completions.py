@@ -5,7 +5,7 @@ decodes in chunks; both send the whole text so far as the prompt, which vLLM's
 prefix cache turns into a cheap continuation. :class:`CompletionsModel` wraps
 an ``openai.AsyncOpenAI`` client (pointed at vLLM) as a sampler: the call's
 ``request`` is a :class:`TextRequest`, the program's headers ride along, usage
-and logprobs come back on the :class:`Completion`, and Dynasor error codes
+and the sampled tokens' logprobs come back on the :class:`Completion`, and Dynasor error codes
 become typed exceptions.
 
 Example:
@@ -43,7 +43,8 @@ class TextRequest:
         prompt: The full text to continue.
         stop: Stop sequences.
         temperature: Sampling temperature (``None``: the model's default).
-        logprobs: Top-k log-probabilities to return per token (``None``: none).
+        logprobs: Ask for token log-probabilities (the API's top-k count; ``None``:
+            none). The completion carries the sampled tokens' own log-probabilities.
         extra: More body fields for vLLM (e.g. ``{"ignore_eos": True}``).
     """
 
@@ -103,5 +104,7 @@ class CompletionsModel:
             usage.prompt_tokens if usage else 0,
             usage.completion_tokens if usage else 0,
             finish_reason=choice.finish_reason,
-            logprobs=choice.logprobs.top_logprobs if choice.logprobs else None,
+            # The sampled tokens' own log-probabilities (top-k maps would leave
+            # readers guessing which entry was sampled).
+            logprobs=choice.logprobs.token_logprobs if choice.logprobs else None,
         )

@@ -26,8 +26,6 @@ Example:
     (True, False)
     >>> round(logprob_reward([-0.1, -0.3]), 4)     # exp(mean token logprob)
     0.8187
-    >>> round(logprob_reward([{"a": -0.1, "b": -2.0}]), 4)  # top-1 dicts: sampled = min
-    0.1353
 """
 
 from __future__ import annotations
@@ -41,7 +39,13 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from dynasor_agents.certainty import AnswerExtractor, certaindex, cluster_answers, extract_answer
+from dynasor_agents.certainty import (
+    AnswerExtractor,
+    certaindex,
+    cluster_answers,
+    extract_answer,
+    mean_token_probability,
+)
 from dynasor_agents.certainty import normalize_answer as _normalize
 from dynasor_agents.controller import CertaintyController, ProgramState, StopReason
 from dynasor_agents.errors import (
@@ -77,12 +81,10 @@ def has_final_answer(step: str) -> bool:
 
 
 def logprob_reward(logprobs: Any) -> float:
-    """``exp(mean token logprob)`` of a step, in ``[0, 1]``.
+    """``exp(mean token logprob)`` of a step, in ``[0, 1]`` (0 for an empty step).
 
-    Accepts per-token floats, an object with ``token_logprobs`` (OpenAI's
-    ``Logprobs``), or per-token ``{token: logprob}`` dicts as
-    :class:`CompletionsModel` returns them with ``logprobs=1`` (the top token
-    plus the sampled one, so the sampled token's logprob is the smallest).
+    Reads what :class:`CompletionsModel` returns (the sampled tokens'
+    log-probabilities) or any form :func:`mean_token_probability` accepts.
 
     Raises:
         InvalidInputError: No logprobs (``None``): the server returned none.
@@ -92,16 +94,8 @@ def logprob_reward(logprobs: Any) -> float:
             "TreeSearch without step_reward scores steps by their token logprobs, but the "
             "server returned none; pass step_reward=... or use a server that returns logprobs"
         )
-    tokens = getattr(logprobs, "token_logprobs", logprobs)
-    values: list[float] = []
-    for item in tokens or ():
-        if isinstance(item, dict):
-            item = min(item.values()) if item else None
-        if item is not None:
-            values.append(float(item))
-    if not values:
-        return 0.0
-    return min(1.0, math.exp(sum(values) / len(values)))
+    value = mean_token_probability(logprobs)
+    return 0.0 if value is None else value
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,19 @@ async def test_a_text_request_carries_headers_and_returns_usage() -> None:
                 "object": "text_completion",
                 "created": 1,
                 "model": "smol",
-                "choices": [{"index": 0, "text": " 4", "finish_reason": "stop", "logprobs": None}],
+                "choices": [
+                    {
+                        "index": 0,
+                        "text": " 4",
+                        "finish_reason": "stop",
+                        "logprobs": {
+                            "tokens": [" ", "4"],
+                            "token_logprobs": [-0.5, -0.25],
+                            "top_logprobs": [{" ": -0.5}, {"4": -0.25, "5": -2.0}],
+                            "text_offset": [0, 1],
+                        },
+                    }
+                ],
                 "usage": {"prompt_tokens": 9, "completion_tokens": 2, "total_tokens": 11},
             },
         )
@@ -46,6 +58,7 @@ async def test_a_text_request_carries_headers_and_returns_usage() -> None:
     done = await model_for(handler)(call)
     assert (done.text, done.prompt_tokens, done.completion_tokens) == (" 4", 9, 2)
     assert done.finish_reason == "stop"
+    assert done.logprobs == [-0.5, -0.25]  # the sampled tokens' own, not the top-k maps
     body, headers = seen[0]
     assert body["prompt"] == "2+2=" and body["max_tokens"] == 16 and body["stop"] == ["\n"]
     assert body["temperature"] == 0.3 and body["ignore_eos"] is False

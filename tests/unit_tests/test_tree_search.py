@@ -316,6 +316,7 @@ async def test_bad_rewards_and_missing_logprobs_fail_clearly() -> None:
         await ts.ainvoke("q")
 
 
-def test_logprob_reward_reads_completions_model_top_logprobs() -> None:
-    assert logprob_reward([{"a": -0.5}, {"b": -0.1, "c": -0.9}]) == pytest.approx(math.exp(-0.7))
+def test_logprob_reward_reads_the_sampled_token_logprobs() -> None:
+    # CompletionsModel returns the sampled tokens' logprobs (vLLM's token_logprobs).
+    assert logprob_reward([-0.5, -0.9]) == pytest.approx(math.exp(-0.7))
     assert logprob_reward([]) == 0.0
