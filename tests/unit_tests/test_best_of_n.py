@@ -3,24 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import math
-from collections.abc import Callable
 from typing import Any
 
-import httpx
 import pytest
-from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
-from langchain_core.language_models import BaseChatModel, FakeListChatModel
-from langchain_core.messages import AIMessage, BaseMessage
-from langchain_core.outputs import ChatGeneration, ChatResult
+from langchain_core.language_models import FakeListChatModel
+from langchain_core.outputs import ChatResult
 from langchain_core.runnables import RunnableLambda
-from pydantic import PrivateAttr
 
 from dynasor_agents import (
     PROGRESS_EVENT,
     CertaintyController,
-    DynasorClient,
     InvalidInputError,
     ProgramStoppedError,
     SelfConsistency,
@@ -34,76 +27,11 @@ from dynasor_agents.strategies._actions import Await, Cancel, Completion, Emit, 
 from dynasor_agents.strategies._best_of_n import BestOfN
 from dynasor_agents.strategies._bon_core import CANDIDATE, ScoreRequest, best_of_n_core
 
-
-class ScriptedChat(BaseChatModel):
-    """Answers ``script(call_index)`` -> (text, delay, logprobs); records each call's kwargs."""
-
-    script: Callable[[int], tuple[str, float, list[float] | None]]
-    _calls: list[dict[str, Any]] = PrivateAttr(default_factory=list)
-    _cancelled: int = PrivateAttr(default=0)
-
-    @property
-    def _llm_type(self) -> str:
-        return "scripted"
-
-    def _generate(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: CallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
-    ) -> ChatResult:
-        raise NotImplementedError("the strategies only use the async path")
-
-    async def _agenerate(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: AsyncCallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
-    ) -> ChatResult:
-        index = len(self._calls)
-        self._calls.append(kwargs)
-        text, delay, logprobs = self.script(index)
-        try:
-            await asyncio.sleep(delay)
-        except asyncio.CancelledError:
-            self._cancelled += 1
-            raise
-        metadata: dict[str, Any] = {}
-        if logprobs is not None:
-            metadata["logprobs"] = {
-                "content": [{"token": "t", "logprob": lp, "top_logprobs": []} for lp in logprobs]
-            }
-        message = AIMessage(
-            content=text,
-            usage_metadata={"input_tokens": 10, "output_tokens": 3, "total_tokens": 13},
-            response_metadata=metadata,
-        )
-        return ChatResult(generations=[ChatGeneration(message=message)])
+from .strategy_fakes import Recorder, ScriptedChat
 
 
 def texts(*items: str, delay: float = 0.0) -> ScriptedChat:
     return ScriptedChat(script=lambda i: (items[i % len(items)], delay, None))
-
-
-class Recorder:
-    """An httpx MockTransport that records control requests and answers like the server."""
-
-    def __init__(self) -> None:
-        self.requests: list[tuple[str, str, dict[str, Any]]] = []
-
-    def __call__(self, request: httpx.Request) -> httpx.Response:
-        body = json.loads(request.content) if request.content else {}
-        self.requests.append((request.method, request.url.path, body))
-        pid = request.url.path.split("/")[4]
-        state = "stopped" if body.get("stop") else "finished"
-        return httpx.Response(
-            200, json={"id": pid, "state": state, "created": 1.0, "last_activity": 1.0}
-        )
-
-    def client(self) -> DynasorClient:
-        return DynasorClient("http://dynasor.test/v1", transport=httpx.MockTransport(self))
 
 
 def controller(*, cap: int = 8, first: int = 4, t: float = 0.8) -> CertaintyController:

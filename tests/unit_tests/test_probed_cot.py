@@ -13,7 +13,6 @@ import pytest
 
 from dynasor_agents import (
     CertaintyController,
-    DynasorClient,
     InvalidInputError,
     ProgramStoppedError,
     SelfConsistency,
@@ -40,6 +39,8 @@ from dynasor_agents.strategies._cot_core import (
     probed_cot_core,
 )
 from dynasor_agents.strategies._probed_cot import EFFORT_PRESETS, ProbedChainOfThought
+
+from .strategy_fakes import Recorder
 
 DYNASOR = PROBE_SUFFIXES["dynasor"]
 
@@ -96,22 +97,6 @@ class Scripted:
         return Completion(text, 40, used, finish_reason=reason)
 
 
-class Recorder:
-    """Control requests the strategy sends to the server (stop / finish)."""
-
-    def __init__(self) -> None:
-        self.requests: list[tuple[str, str]] = []
-
-    def __call__(self, request: httpx.Request) -> httpx.Response:
-        self.requests.append((request.method, request.url.path))
-        pid = request.url.path.split("/")[4]
-        info = {"id": pid, "state": "stopped", "created": 1.0, "last_activity": 1.0}
-        return httpx.Response(200, json=info)
-
-    def client(self) -> DynasorClient:
-        return DynasorClient("http://dynasor.test/v1", transport=httpx.MockTransport(self))
-
-
 def cot(model: Any, **kwargs: Any) -> ProbedChainOfThought:
     kwargs.setdefault("probe", "dynasor")
     return ProbedChainOfThought(model, **kwargs)
@@ -132,7 +117,7 @@ async def test_stops_once_window_probes_agree_and_cancels_the_running_chunk() ->
     assert result.tokens_saved_estimate == 800 and not result.ended_naturally
     assert model.cancelled == 1 and len(model.chunk_calls) == 3  # the third chunk was running
     assert result.completion_tokens == 206 and result.prompt_tokens == 2 * 40 + 2 * 50
-    assert recorder.requests == [("POST", "/v1/dynasor/programs/agree/hints")]  # stop
+    assert recorder.paths == [("POST", "/v1/dynasor/programs/agree/hints")]  # stop
     assert result.trajectory == [0.5, 1.0] and result.final
 
 
@@ -159,7 +144,7 @@ async def test_a_natural_end_takes_the_answer_from_the_text() -> None:
     assert result.answer == "5" and result.ended_naturally
     assert result.stop_reason is StopReason.FINISHED and result.tokens_saved_estimate == 0
     assert result.reasoning == " a so \\boxed{5}" and result.chunks == 2
-    assert recorder.requests == [("DELETE", "/v1/dynasor/programs/nat")]  # finish, not stop
+    assert recorder.paths == [("DELETE", "/v1/dynasor/programs/nat")]  # finish, not stop
 
 
 async def test_a_natural_end_without_an_answer_forces_one_with_a_probe() -> None:
