@@ -48,6 +48,7 @@ __all__ = [
     "PROGRESS_EVENT",
     "Strategy",
     "StrategyInput",
+    "boxed_answer",
     "chat_sampler",
     "message_text",
     "message_usage",
@@ -80,6 +81,18 @@ def message_usage(message: Any) -> tuple[int, int]:
     """``(prompt, completion)`` tokens from a message's ``usage_metadata``."""
     usage = getattr(message, "usage_metadata", None) or {}
     return int(usage.get("input_tokens", 0)), int(usage.get("output_tokens", 0))
+
+
+def boxed_answer(answer: str | None) -> str:
+    r"""An answer as a sample's text that any extractor reads (``""`` for none).
+
+    Strategies render their result this way in :meth:`Strategy.as_completion`.
+
+    Example:
+        >>> boxed_answer("42"), boxed_answer(None)
+        ('The answer is \\boxed{42}.', '')
+    """
+    return "" if answer is None else f"The answer is \\boxed{{{answer}}}."
 
 
 def question_text(model_input: Any) -> str:

@@ -39,7 +39,7 @@ from dynasor_agents.certainty import AnswerExtractor, extract_answer
 from dynasor_agents.errors import InvalidInputError
 from dynasor_agents.program import DynasorClient, Program
 from dynasor_agents.strategies._actions import Completion, Core, Sampler
-from dynasor_agents.strategies._base import Strategy, StrategyInput, message_text
+from dynasor_agents.strategies._base import Strategy, StrategyInput, boxed_answer, message_text
 from dynasor_agents.strategies._completions import chatml
 from dynasor_agents.strategies._cot_core import (
     DEFAULT_HEDGES,
@@ -203,5 +203,5 @@ class ProbedChainOfThought(Strategy[ProbedChainOfThoughtResult]):
 
     def as_completion(self, result: ProbedChainOfThoughtResult) -> Completion:
         """The answer as one sample of an enclosing strategy, with all the tokens it took."""
-        text = f"The answer is \\boxed{{{result.answer_text}}}." if result.answer_text else ""
+        text = boxed_answer(result.answer_text or None)
         return Completion(text, result.prompt_tokens, result.completion_tokens, "stop")

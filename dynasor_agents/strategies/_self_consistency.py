@@ -31,6 +31,7 @@ from dynasor_agents.strategies._base import (
     PROGRESS_EVENT,
     Strategy,
     StrategyInput,
+    boxed_answer,
 )
 from dynasor_agents.strategies._sc_core import SelfConsistencyResult, self_consistency_core
 
@@ -109,7 +110,5 @@ class SelfConsistency(Strategy[SelfConsistencyResult]):
 
     def as_completion(self, result: SelfConsistencyResult) -> Completion:
         """The majority answer as one sample, with all the tokens it took."""
-        text = result.answer_text or ""
-        if result.answer_text is not None:
-            text = f"The answer is \\boxed{{{result.answer_text}}}."
+        text = boxed_answer(result.answer_text)
         return Completion(text, result.prompt_tokens, result.completion_tokens)

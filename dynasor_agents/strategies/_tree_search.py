@@ -38,7 +38,13 @@ from dynasor_agents.controller import CertaintyController, max_samples
 from dynasor_agents.errors import InvalidInputError
 from dynasor_agents.program import DynasorClient, Program
 from dynasor_agents.strategies._actions import Completion, Core, SampleCall, Sampler
-from dynasor_agents.strategies._base import Strategy, message_text, message_usage, question_text
+from dynasor_agents.strategies._base import (
+    Strategy,
+    boxed_answer,
+    message_text,
+    message_usage,
+    question_text,
+)
 from dynasor_agents.strategies._completions import chatml
 from dynasor_agents.strategies._tree_core import (
     ScoreRequest,
@@ -232,7 +238,5 @@ class TreeSearch(Strategy[TreeSearchResult]):
 
     def as_completion(self, result: TreeSearchResult) -> Completion:
         """The answer as one sample of an enclosing strategy, with all the tokens it took."""
-        text = ""
-        if result.answer_text is not None:
-            text = f"The answer is \\boxed{{{result.answer_text}}}."
+        text = boxed_answer(result.answer_text)
         return Completion(text, result.prompt_tokens, result.completion_tokens)
