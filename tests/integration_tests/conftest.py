@@ -15,10 +15,13 @@
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
+from langchain_openai import ChatOpenAI
 
 from dynasor_agents.server import ServerConfig, VLLMServer, ensure_checkpoint
 
@@ -42,6 +45,22 @@ class Backend:
     def auth(self) -> dict[str, str]:
         """The ``Authorization`` header of ``api_key``."""
         return {"Authorization": f"Bearer {self.api_key}"}
+
+
+def new_id(prefix: str) -> str:
+    """A fresh program id starting with ``prefix``."""
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def chat(vllm: Backend, **kwargs: Any) -> ChatOpenAI:
+    """A ``ChatOpenAI`` on ``vllm`` with its API key and no client-side retries."""
+    return ChatOpenAI(
+        base_url=vllm.base_url,
+        api_key=vllm.api_key,
+        model=vllm.model,
+        max_retries=0,
+        **kwargs,
+    )
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

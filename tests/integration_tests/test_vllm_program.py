@@ -11,7 +11,6 @@ import httpx
 import openai
 import pytest
 from langchain_core.prompts import ChatPromptTemplate
-from langchain_openai import ChatOpenAI
 
 from dynasor_agents import (
     CertaintyController,
@@ -25,19 +24,9 @@ from dynasor_agents import (
 )
 from dynasor_agents.protocol import PROGRAM_ID_HEADER
 
-from .conftest import Backend
+from .conftest import Backend, chat
 
 pytestmark = pytest.mark.timeout(300)
-
-
-def chat(vllm: Backend, **kwargs: object) -> ChatOpenAI:
-    return ChatOpenAI(
-        base_url=vllm.base_url,
-        api_key=vllm.api_key,
-        model=vllm.model,
-        max_retries=0,
-        **kwargs,  # type: ignore[arg-type]
-    )
 
 
 def first_word(text: str) -> str | None:

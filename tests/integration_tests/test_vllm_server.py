@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import uuid
 from typing import Any
 
 import httpx
@@ -20,13 +19,9 @@ from dynasor_agents.protocol import (
     program_path,
 )
 
-from .conftest import Backend
+from .conftest import Backend, new_id
 
 pytestmark = pytest.mark.timeout(300)
-
-
-def new_id(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
 def http(vllm: Backend, key: str | None = None) -> httpx.AsyncClient:

@@ -7,11 +7,8 @@ that the result is well formed, and that its tokens match the server's count.
 
 from __future__ import annotations
 
-import uuid
-
 import openai
 import pytest
-from langchain_openai import ChatOpenAI
 
 from dynasor_agents import (
     BestOfN,
@@ -31,23 +28,9 @@ from dynasor_agents import (
 )
 from dynasor_agents.strategies import TreePolicy
 
-from .conftest import Backend
+from .conftest import Backend, chat, new_id
 
 pytestmark = pytest.mark.timeout(300)
-
-
-def new_id(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
-
-
-def chat(vllm: Backend, **kwargs: object) -> ChatOpenAI:
-    return ChatOpenAI(
-        base_url=vllm.base_url,
-        api_key=vllm.api_key,
-        model=vllm.model,
-        max_retries=0,
-        **kwargs,  # type: ignore[arg-type]
-    )
 
 
 async def test_best_of_n_scores_by_logprobs_and_matches_the_servers_count(
