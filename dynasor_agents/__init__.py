@@ -17,6 +17,14 @@ Example:
     '18'
 """
 
+from dynasor_agents._stopping import (
+    adaptive_consistency,
+    beta_stop_probability,
+    early_stopping,
+    hopeless,
+    weighted_consensus,
+    weighted_vote,
+)
 from dynasor_agents.certainty import (
     AnswerExtractor,
     Votes,
@@ -102,11 +110,15 @@ __all__ = [
     "TooManyProgramsError",
     "Votes",
     "__version__",
+    "adaptive_consistency",
     "beam",
+    "beta_stop_probability",
     "certaindex",
     "chatml",
     "cluster_answers",
+    "early_stopping",
     "extract_answer",
+    "hopeless",
     "majority_share",
     "max_samples",
     "mcts",
@@ -114,4 +126,6 @@ __all__ = [
     "normalize_answer",
     "rebase",
     "threshold",
+    "weighted_consensus",
+    "weighted_vote",
 ]

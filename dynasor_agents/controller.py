@@ -53,6 +53,9 @@ class StopReason(enum.StrEnum):
     """The server refused the program (stopped by another party)."""
     FINISHED = "finished"
     """The model ended on its own (e.g. a chain of thought reached its answer)."""
+    HOPELESS = "hopeless"
+    """Certaindex stayed very low after enough samples: the query is unlikely to
+    settle, and its majority is usually wrong; stop spending on it."""
 
 
 @dataclass(frozen=True)
@@ -66,6 +69,13 @@ class ProgramState:
         rounds: Completed detect steps.
         prompt_tokens: Prompt tokens spent so far.
         completion_tokens: Completion tokens spent so far.
+        answers: The normalized answer of each completed sample, in completion
+            order (``None``: no answer found); empty when the strategy does not
+            report answers. Answer-based rules such as ``adaptive_consistency``
+            read these.
+        confidences: Optional per-sample trace confidence aligned with
+            ``answers``, higher meaning more confident (e.g. DeepConf's lowest
+            group confidence); empty when the strategy has none.
     """
 
     samples: int = 0
@@ -74,6 +84,8 @@ class ProgramState:
     rounds: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    answers: tuple[str | None, ...] = ()
+    confidences: tuple[float, ...] = ()
 
     @property
     def total_tokens(self) -> int:

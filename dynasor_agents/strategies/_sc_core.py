@@ -4,7 +4,11 @@ The core samples in rounds. After each round (a detect step) it computes the
 Certaindex of the answers so far and asks the controller whether to stop. Within
 a round it also stops early, cancelling the samples still running, when the
 answer is settled *whatever they return*: it judges a pessimistic state in which
-every pending sample gives a distinct answer of its own.
+every pending sample gives a distinct answer of its own. The state's ``answers``
+hold the normalized answers of the completed samples only (nothing for pending
+ones, whose answers are unknown), so answer-based rules such as
+``adaptive_consistency`` judge, mid-round, the samples that have come in, as
+their sequential definitions do.
 
 Example:
     >>> from dynasor_agents.controller import CertaintyController, max_samples, threshold
@@ -121,6 +125,7 @@ def self_consistency_core(
     """
     texts: list[str] = []
     raw: list[str | None] = []
+    answers: list[str | None] = []  # normalized, None when no answer (as cluster_answers)
     state = ProgramState()
     reason: StopReason | None = None
 
@@ -144,16 +149,29 @@ def self_consistency_core(
         )
 
     def measured(pending: int = 0) -> ProgramState:
-        """The state with Certaindex recomputed; ``pending`` samples count as distinct."""
+        """The state with Certaindex recomputed; ``pending`` samples count as distinct.
+
+        ``answers`` holds the completed samples only: pending ones add nothing.
+        """
         votes = cluster_answers([*raw, *([None] * pending)], key=key)
         return replace(
-            state, samples=votes.total, certainty=certaindex(votes) if votes.total else 0.0
+            state,
+            samples=votes.total,
+            certainty=certaindex(votes) if votes.total else 0.0,
+            answers=tuple(answers),
         )
+
+    def normalized(answer: str | None) -> str | None:
+        """The clustering key of one extracted answer; ``None`` where it abstains."""
+        if not isinstance(answer, str) or not answer.strip():  # cluster_answers rejects non-str
+            return None
+        return key(answer) or None
 
     def record(done: Completion) -> None:
         nonlocal state
         texts.append(done.text)
         raw.append(extractor(done.text))
+        answers.append(normalized(raw[-1]))
         state = replace(
             measured(),
             prompt_tokens=state.prompt_tokens + done.prompt_tokens,
