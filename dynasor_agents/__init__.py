@@ -17,6 +17,8 @@ Example:
     '18'
 """
 
+from dynasor_agents._allocation import PoolMember, TokenPool, budget_curve, pool_share
+from dynasor_agents._batch import BatchAllocator, BatchReport, QuestionReport
 from dynasor_agents._stopping import (
     adaptive_consistency,
     beta_stop_probability,
@@ -80,6 +82,8 @@ __version__ = "0.1.0"
 __all__ = [
     "PROGRESS_EVENT",
     "AnswerExtractor",
+    "BatchAllocator",
+    "BatchReport",
     "BestOfN",
     "BestOfNResult",
     "BudgetExhaustedError",
@@ -92,6 +96,7 @@ __all__ = [
     "InvalidInputError",
     "NoSamplesError",
     "Policy",
+    "PoolMember",
     "ProbedChainOfThought",
     "ProbedChainOfThoughtResult",
     "Program",
@@ -99,12 +104,14 @@ __all__ = [
     "ProgramNotFoundError",
     "ProgramState",
     "ProgramStoppedError",
+    "QuestionReport",
     "SelfConsistency",
     "SelfConsistencyResult",
     "ServerError",
     "StopReason",
     "Strategy",
     "TextRequest",
+    "TokenPool",
     "TreeSearch",
     "TreeSearchResult",
     "TooManyProgramsError",
@@ -113,6 +120,7 @@ __all__ = [
     "adaptive_consistency",
     "beam",
     "beta_stop_probability",
+    "budget_curve",
     "certaindex",
     "chatml",
     "cluster_answers",
@@ -124,6 +132,7 @@ __all__ = [
     "mcts",
     "max_tokens",
     "normalize_answer",
+    "pool_share",
     "rebase",
     "threshold",
     "weighted_consensus",

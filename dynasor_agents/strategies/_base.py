@@ -4,9 +4,11 @@ A strategy subclasses :class:`Strategy` and implements :meth:`Strategy._start`,
 which returns its sans-IO core and the sampler that sends the core's requests.
 Everything else is here once: input handling, program ids, the driver,
 progress events (``dynasor_progress``), ``ainvoke`` / ``astream`` with a
-snapshot per round, the sync methods (run on a loop thread), and composition:
-a strategy whose ``model`` is another strategy runs it as its sampler, nested
-in the same program (one id, one budget, one stop).
+snapshot per round, the sync methods (run on a loop thread), composition
+(a strategy whose ``model`` is another strategy runs it as its sampler, nested
+in the same program: one id, one budget, one stop) and batch mode: with a
+:class:`~dynasor_agents.BatchAllocator`, ``abatch`` / ``batch`` run every input
+as its own program under one shared token budget (see :mod:`dynasor_agents._batch`).
 
 Example (a strategy is a Runnable, so it composes with prompts):
     >>> from langchain_core.language_models import FakeListChatModel
@@ -38,7 +40,9 @@ from langchain_core.runnables import Runnable, RunnableConfig
 from langchain_core.runnables.config import patch_config
 from pydantic import BaseModel
 
+from dynasor_agents._batch import BatchAllocator, batch_member, pooled_sampler
 from dynasor_agents._sync import LoopThread, default_loop
+from dynasor_agents.controller import CertaintyController
 from dynasor_agents.errors import InvalidInputError
 from dynasor_agents.program import DynasorClient, Program, typed_error
 from dynasor_agents.strategies._actions import Completion, Core, SampleCall, Sampler, drive
@@ -163,6 +167,8 @@ class Strategy(Runnable[StrategyInput, R]):
         name: The Runnable's name in traces.
         loop: Where sync methods run the async core (default: one loop per
             process, see :mod:`dynasor_agents._sync`).
+        allocator: Runs ``abatch`` / ``batch`` as one batch under a shared
+            token budget (default: LangChain's batch, one ``ainvoke`` per input).
 
     Pass ``program_id=...`` to ``invoke`` to name the program.
     """
@@ -175,12 +181,38 @@ class Strategy(Runnable[StrategyInput, R]):
         program_ids: Callable[[], str | None] = lambda: None,
         name: str | None = None,
         loop: LoopThread | None = None,
+        allocator: BatchAllocator | None = None,
     ) -> None:
+        if allocator is not None and not isinstance(allocator, BatchAllocator):
+            raise InvalidInputError(f"allocator must be a BatchAllocator, got {allocator!r}")
         self.prompt = prompt or DEFAULT_PROMPT
         self.client = client
         self.program_ids = program_ids
         self.name = name or type(self).__name__
         self._loop = loop or default_loop()
+        self.allocator = allocator
+
+    @property
+    def controller(self) -> CertaintyController:
+        """The strategy's :class:`CertaintyController` (strategies that have one set it).
+
+        Inside a batch member (see :class:`~dynasor_agents.BatchAllocator`) this
+        is the member's controller: the strategy's own, with the batch's
+        policies and its share of the token pool on top. So every strategy's
+        ``_start`` reading ``self.controller`` takes part in batch allocation.
+        """
+        bound = batch_member(self)
+        if bound is not None and bound[1] is not None:
+            return bound[1]
+        try:
+            own: CertaintyController = self.__dict__["_controller"]
+        except KeyError:
+            raise AttributeError(f"{type(self).__name__} has no controller") from None
+        return own
+
+    @controller.setter
+    def controller(self, value: CertaintyController) -> None:
+        self.__dict__["_controller"] = value
 
     # -- what a strategy provides ---------------------------------------------------
 
@@ -253,6 +285,9 @@ class Strategy(Runnable[StrategyInput, R]):
                 await on_snapshot(snapshot)
 
         core, sampler = self._start(model_input, program, child)
+        bound = batch_member(self)
+        if bound is not None:  # a batch member: every request goes through the pool
+            sampler = pooled_sampler(sampler, bound[0])
         return await drive(core, sampler=sampler, program=program, emit=emit)
 
     async def ainvoke(
@@ -312,6 +347,35 @@ class Strategy(Runnable[StrategyInput, R]):
         """Run one program (sync; runs :meth:`ainvoke` on a helper loop)."""
         return self._loop.run(self.ainvoke(input, config, **kwargs))
 
+    async def abatch(
+        self,
+        inputs: list[StrategyInput],
+        config: RunnableConfig | list[RunnableConfig] | None = None,
+        *,
+        return_exceptions: bool = False,
+        **kwargs: Any | None,
+    ) -> list[R]:
+        """Run many programs concurrently (``max_concurrency`` in config applies).
+
+        With an allocator (the strategy's, or ``allocator=`` here) the inputs
+        run as one batch under its shared token budget
+        (:meth:`BatchAllocator.arun`; its report is then the allocator's
+        ``last_report``); without one, as LangChain's ``abatch``. Results come
+        in input order; with ``return_exceptions=True`` a failed input's
+        exception takes its place.
+        """
+        allocator = kwargs.pop("allocator", None) or self.allocator
+        if allocator is None:
+            return await super().abatch(
+                inputs, config, return_exceptions=return_exceptions, **kwargs
+            )
+        if not isinstance(allocator, BatchAllocator):
+            raise InvalidInputError(f"allocator must be a BatchAllocator, got {allocator!r}")
+        results, _ = await allocator.arun(
+            self, inputs, config, return_exceptions=return_exceptions, **kwargs
+        )
+        return results  # type: ignore[return-value] # exceptions only with return_exceptions
+
     def batch(
         self,
         inputs: list[StrategyInput],
@@ -320,7 +384,7 @@ class Strategy(Runnable[StrategyInput, R]):
         return_exceptions: bool = False,
         **kwargs: Any | None,
     ) -> list[R]:
-        """Run many programs concurrently (``max_concurrency`` in config applies)."""
+        """Run many programs concurrently: :meth:`abatch` on the helper loop."""
         return self._loop.run(
             self.abatch(inputs, config, return_exceptions=return_exceptions, **kwargs)
         )

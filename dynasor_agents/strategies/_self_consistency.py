@@ -20,6 +20,7 @@ from langchain_core.language_models import LanguageModelInput
 from langchain_core.prompts import BasePromptTemplate
 from langchain_core.runnables import Runnable, RunnableConfig
 
+from dynasor_agents._batch import BatchAllocator
 from dynasor_agents._sync import LoopThread
 from dynasor_agents.certainty import AnswerExtractor, extract_answer
 from dynasor_agents.controller import CertaintyController
@@ -64,6 +65,9 @@ class SelfConsistency(Strategy[SelfConsistencyResult]):
         name: The Runnable's name in traces.
         loop: Where sync methods run the async core (default: one loop per
             process, see :mod:`dynasor_agents._sync`).
+        allocator: Makes ``abatch`` / ``batch`` one batch under a shared token
+            budget (:class:`~dynasor_agents.BatchAllocator`): settled questions
+            stop early and leave their tokens to the uncertain ones.
 
     Input: a string, a list of messages, a ``PromptValue`` (so ``prompt | sc``
     works) or a dict formatted by ``prompt``. Output: a
@@ -84,13 +88,19 @@ class SelfConsistency(Strategy[SelfConsistencyResult]):
         program_ids: Callable[[], str | None] = lambda: None,
         name: str | None = None,
         loop: LoopThread | None = None,
+        allocator: BatchAllocator | None = None,
     ) -> None:
         if not isinstance(model, Runnable):
             raise InvalidInputError(f"model must be a LangChain Runnable, got {model!r}")
         if max_tokens is not None and max_tokens < 1:
             raise InvalidInputError(f"max_tokens must be >= 1, got {max_tokens!r}")
         super().__init__(
-            prompt=prompt, client=client, program_ids=program_ids, name=name, loop=loop
+            prompt=prompt,
+            client=client,
+            program_ids=program_ids,
+            name=name,
+            loop=loop,
+            allocator=allocator,
         )
         self.model = model
         self.controller = controller or CertaintyController()
