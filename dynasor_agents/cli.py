@@ -43,6 +43,10 @@ Execute = Callable[[str, list[str], dict[str, str]], object]
 TEST_MODEL: Final = "smollm2"
 """``serve`` MODEL alias (and served name) of the packaged SmolLM2-135M-Instruct."""
 
+PACKAGED: Final = ("smollm2", "qwen2.5-coder-0.5b")
+"""``serve`` / ``prepare-model`` aliases of the packaged models (see
+``dynasor_agents.server.PACKAGED_MODELS``); each is served under its alias."""
+
 # serve's own flags: (flag, ServerConfig field, metavar, type, help). The defaults
 # in the help mirror ServerConfig's; tests/unit_tests/test_serve_cli.py checks that.
 # (ServerConfig itself is not imported here: the package needs the server extra.)
@@ -101,7 +105,8 @@ _SERVE_DESCRIPTION = f"""\
 Run vLLM's OpenAI-compatible server with the Dynasor component loaded (vLLM
 replaces this process). MODEL is a Hugging Face model name or a local
 checkpoint directory; "{TEST_MODEL}" is the packaged SmolLM2-135M-Instruct
-test model (converted once, served as "{TEST_MODEL}")."""
+test model and "{PACKAGED[1]}" the packaged Qwen2.5-Coder-0.5B-Instruct benchmark
+model (each converted once and served under its alias)."""
 
 _SERVE_EPILOG = """\
 Every other flag goes to vLLM unchanged; see
@@ -165,7 +170,14 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--api-key", default="EMPTY")
     demo.add_argument("--startup-timeout", type=float, default=300.0)
 
-    sub.add_parser("prepare-model", help="convert the packaged test model once (cached)")
+    prepare = sub.add_parser("prepare-model", help="convert a packaged model once (cached)")
+    prepare.add_argument("name", nargs="?", default=TEST_MODEL, choices=PACKAGED)
+
+    sub.add_parser(
+        "bench",
+        help="benchmarks: record a trace bank, replay or calibrate policies on it",
+        add_help=False,  # `bench --help` is answered by the bench command itself
+    )
     return parser
 
 
@@ -260,8 +272,9 @@ def _serve(
 
     served = None
     local = Path(model).exists()
-    if model == TEST_MODEL:
-        model, served, local = str(server.ensure_checkpoint()), TEST_MODEL, True
+    if model in PACKAGED:
+        served = model
+        model, local = str(server.ensure_checkpoint(model=model)), True
     try:
         command = server.vllm_command(model, vllm_args, config=config, served_model_name=served)
     except ValueError as exc:
@@ -293,6 +306,10 @@ def _run(
     """
     parser = _parser()
     args, rest = parser.parse_known_args(argv)
+    if args.command == "bench":
+        from dynasor_agents.bench._cli import bench_main
+
+        return bench_main(rest)
     if rest and args.command != "serve":
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     try:
@@ -305,7 +322,7 @@ def _run(
         if args.command == "prepare-model":
             from dynasor_agents.server import ensure_checkpoint
 
-            print(ensure_checkpoint())
+            print(ensure_checkpoint(model=args.name))
             return 0
     except (DynasorError, FileNotFoundError) as exc:
         print(f"dynasor-agents: error: {exc}", file=sys.stderr)

@@ -282,21 +282,43 @@ def test_prints_the_command_on_one_line(gpu: None, capsys: pytest.CaptureFixture
 def checkpoint(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     import dynasor_agents.server
 
-    path = tmp_path / "smollm2-135m-instruct"
-    monkeypatch.setattr(dynasor_agents.server, "ensure_checkpoint", lambda: path)
+    path = tmp_path / "checkpoint"
+    asked: list[str] = []
+
+    def fake(*, model: str = "smollm2") -> Path:
+        asked.append(model)
+        return path / model
+
+    monkeypatch.setattr(dynasor_agents.server, "ensure_checkpoint", fake)
     return path
 
 
 def test_smollm2_alias(gpu: None, checkpoint: Path) -> None:
     code, run = serve("smollm2", "--port", "8123")
     assert code == 0
-    assert run.argv[3:7] == ["--model", str(checkpoint), "--served-model-name", "smollm2"]
+    assert run.argv[3:7] == [
+        "--model",
+        str(checkpoint / "smollm2"),
+        "--served-model-name",
+        "smollm2",
+    ]
     assert run.env["HF_HUB_OFFLINE"] == "1"
+
+
+def test_benchmark_model_alias(gpu: None, checkpoint: Path) -> None:
+    code, run = serve("qwen2.5-coder-0.5b", "--port", "8123")
+    assert code == 0
+    assert run.argv[3:7] == [
+        "--model",
+        str(checkpoint / "qwen2.5-coder-0.5b"),
+        "--served-model-name",
+        "qwen2.5-coder-0.5b",
+    ]
 
 
 def test_smollm2_alias_keeps_users_served_name(gpu: None, checkpoint: Path) -> None:
     _, run = serve("--model", "smollm2", "--served-model-name", "mine")
-    assert run.argv[3:5] == ["--model", str(checkpoint)]
+    assert run.argv[3:5] == ["--model", str(checkpoint / "smollm2")]
     assert run.argv.count("--served-model-name") == 1
     assert run.argv[-2:] == ["--served-model-name", "mine"]
 
@@ -370,7 +392,7 @@ def test_bad_values(
 
 def test_other_commands_reject_unknown_flags(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exc:
-        cli._run(["prepare-model", "--max-num-seqs", "2"])
+        cli._run(["prepare-model", "smollm2", "--max-num-seqs", "2"])
     assert exc.value.code == 2
     assert "unrecognized arguments: --max-num-seqs 2" in capsys.readouterr().err
 
