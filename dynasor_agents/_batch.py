@@ -182,20 +182,24 @@ def pooled_sampler(sampler: Sampler, member: PoolMember) -> Sampler:
     with ``MAX_TOKENS`` on it, as when the server refuses a spent budget). A
     request for something else than the program's prompt (``call.request``
     set, e.g. a scoring request) without ``max_tokens`` is not reserved, only
-    charged.
+    charged. A request that never comes back (cancelled or failed) is charged
+    its whole reservation, as the server charges an aborted request.
     """
 
     async def sample(call: SampleCall) -> Completion:
         cap, reserved = member.open_call(call.max_tokens, sample=call.request is None)
         if cap != call.max_tokens:
             call = dataclasses.replace(call, max_tokens=cap)
-        used = 0
+        used: int | None = None
         try:
             done = await sampler(call)
             used = done.completion_tokens
             return done
         finally:
-            member.close_call(reserved, used)
+            # A request that never came back (cancelled by a stop, or failed) may have
+            # generated up to its cap in the engine before the abort reached it: charge
+            # the whole reservation, so the engine's own count stays within the budget.
+            member.close_call(reserved, reserved if used is None else used)
 
     return sample
 
