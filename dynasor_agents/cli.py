@@ -306,13 +306,13 @@ def _run(
     """
     parser = _parser()
     args, rest = parser.parse_known_args(argv)
-    if args.command == "bench":
-        from dynasor_agents.bench._cli import bench_main
-
-        return bench_main(rest)
-    if rest and args.command != "serve":
+    if rest and args.command not in ("serve", "bench"):
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     try:
+        if args.command == "bench":
+            from dynasor_agents.bench._cli import bench_main
+
+            return bench_main(rest)
         if args.command == "serve":
             return _serve(
                 args, rest, execute=execute, environ=os.environ if environ is None else environ

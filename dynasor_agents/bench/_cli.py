@@ -73,18 +73,18 @@ def _record_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
 
 LIVE_METHODS: dict[str, tuple[list[tuple[str, dict[str, float]]], int, int]] = {
     "fixed-16": ([("max_samples", {"n": 16})], 16, 16),
-    "certaindex(t=0.7)": ([("threshold", {"value": 0.7}), ("max_samples", {"n": 16})], 5, 11),
-    "certaindex-step1(t=0.7)": (
+    "certaindex-0.7": ([("threshold", {"value": 0.7}), ("max_samples", {"n": 16})], 5, 11),
+    "certaindex-step1-0.7": (
         [("threshold", {"value": 0.7}), ("max_samples", {"n": 16})],
         5,
         1,
     ),
-    "adaptive-consistency(0.95)": (
+    "adaptive-consistency-0.95": (
         [("adaptive_consistency", {"threshold": 0.95}), ("max_samples", {"n": 16})],
         1,
         1,
     ),
-    "hopeless(t=0.7, below=0.3)": (
+    "hopeless-0.7-below-0.3": (
         [
             ("threshold", {"value": 0.7}),
             ("hopeless", {"below": 0.3, "after": 8}),
