@@ -211,16 +211,12 @@ def _demo(args: argparse.Namespace) -> int:
     if args.base_url:
         run(args.base_url)
         return 0
-    from dynasor_agents.server import VLLMServer, ensure_checkpoint
+    from dynasor_agents.server import local_server
 
-    checkpoint = ensure_checkpoint()
-    server = VLLMServer(
-        checkpoint, served_model_name=args.model, extra_args=["--max-model-len", "2048"]
-    )
-    print(f"[dynasor] starting vLLM on {server.root_url} (log: {server.log_path})", flush=True)
-    with server.start(timeout=args.startup_timeout):
-        print("[dynasor] server ready", flush=True)
-        run(server.base_url)
+    with local_server(
+        TEST_MODEL, served_model_name=args.model, timeout=args.startup_timeout
+    ) as base_url:
+        run(base_url)
     return 0
 
 

@@ -193,15 +193,12 @@ def _record(args: argparse.Namespace) -> int:
 
     if args.base_url:
         return run(args.base_url)
-    from dynasor_agents.server import VLLMServer, ensure_checkpoint
+    from dynasor_agents.server import local_server
 
-    checkpoint = ensure_checkpoint(model=BENCH_MODEL)
-    server = VLLMServer(
-        checkpoint, served_model_name=args.model, extra_args=["--max-model-len", "2048"]
-    )
-    print(f"[record] starting vLLM on {server.root_url} (log: {server.log_path})", flush=True)
-    with server.start(timeout=args.startup_timeout):
-        return run(server.base_url)
+    with local_server(
+        BENCH_MODEL, served_model_name=args.model, timeout=args.startup_timeout, label="record"
+    ) as base_url:
+        return run(base_url)
 
 
 def bench_main(argv: Sequence[str]) -> int:

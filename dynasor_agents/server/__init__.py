@@ -15,6 +15,7 @@ from dynasor_agents.server._launch import (
     VLLMServer,
     free_port,
     is_cpu_build,
+    local_server,
     vllm_command,
     vllm_environment,
 )
@@ -35,6 +36,7 @@ __all__ = [
     "ensure_checkpoint",
     "free_port",
     "is_cpu_build",
+    "local_server",
     "vllm_command",
     "vllm_environment",
 ]

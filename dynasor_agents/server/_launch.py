@@ -51,7 +51,8 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
 from typing import Final
@@ -66,6 +67,7 @@ __all__ = [
     "free_port",
     "given_options",
     "is_cpu_build",
+    "local_server",
     "vllm_command",
     "vllm_environment",
 ]
@@ -425,3 +427,30 @@ class VLLMServer:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+@contextmanager
+def local_server(
+    model: str, *, served_model_name: str, timeout: float = 300.0, label: str = "dynasor"
+) -> Iterator[str]:
+    """Start vLLM with a packaged model on 127.0.0.1 for one job; yield its base URL.
+
+    The demo and ``bench record`` use this when no ``--base-url`` is given.
+
+    Args:
+        model: A key of ``PACKAGED_MODELS`` (converted once if needed).
+        served_model_name: The name requests use.
+        timeout: Seconds to wait for the server to answer.
+        label: Prefix of the progress lines.
+    """
+    from dynasor_agents.server._checkpoint import ensure_checkpoint
+
+    server = VLLMServer(
+        ensure_checkpoint(model=model),
+        served_model_name=served_model_name,
+        extra_args=["--max-model-len", "2048"],
+    )
+    print(f"[{label}] starting vLLM on {server.root_url} (log: {server.log_path})", flush=True)
+    with server.start(timeout=timeout):
+        print(f"[{label}] server ready", flush=True)
+        yield server.base_url
