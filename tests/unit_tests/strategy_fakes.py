@@ -19,7 +19,24 @@ from dynasor_agents import DynasorClient
 Script = Callable[[int], tuple[str, float] | tuple[str, float, list[float] | None]]
 
 
-class ScriptedChat(BaseChatModel):
+class AsyncOnlyChat(BaseChatModel):
+    """Base of the test chat models: strategies only call the async path."""
+
+    @property
+    def _llm_type(self) -> str:
+        return "fake"
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        raise NotImplementedError("the strategies only use the async path")
+
+
+class ScriptedChat(AsyncOnlyChat):
     """Answers ``script(call_index)`` -> ``(text, delay)`` or ``(text, delay, logprobs)``.
 
     Records every call's kwargs, how many calls were cancelled and the peak of
@@ -37,15 +54,6 @@ class ScriptedChat(BaseChatModel):
     @property
     def _llm_type(self) -> str:
         return "scripted"
-
-    def _generate(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: CallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
-    ) -> ChatResult:
-        raise NotImplementedError("the strategies only use the async path")
 
     async def _agenerate(
         self,

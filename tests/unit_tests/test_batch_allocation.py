@@ -10,7 +10,6 @@ from typing import Any
 
 import pytest
 from langchain_core.callbacks import AsyncCallbackHandler, AsyncCallbackManagerForLLMRun
-from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
 from langchain_core.runnables import RunnableLambda
@@ -36,12 +35,14 @@ from dynasor_agents import (
 from dynasor_agents.bench._progress import Progress
 from dynasor_agents.strategies._best_of_n import BestOfN
 
+from .strategy_fakes import AsyncOnlyChat
+
 Script = Callable[[str, int], tuple[str | None, int]]
 """``(question, k)`` -> the k-th sample's answer for that question (``None``: none) and
 its full length in completion tokens."""
 
 
-class LengthChat(BaseChatModel):
+class LengthChat(AsyncOnlyChat):
     """A chat model that answers per question and honours ``max_tokens`` as vLLM does.
 
     A sample longer than its ``max_tokens`` is cut there: it reports ``max_tokens``
@@ -56,13 +57,6 @@ class LengthChat(BaseChatModel):
     _active: int = PrivateAttr(default=0)
     _peak: int = PrivateAttr(default=0)
     _cancelled: int = PrivateAttr(default=0)
-
-    @property
-    def _llm_type(self) -> str:
-        return "length-chat"
-
-    def _generate(self, *args: Any, **kwargs: Any) -> ChatResult:
-        raise NotImplementedError("the strategies only use the async path")
 
     async def _agenerate(
         self,

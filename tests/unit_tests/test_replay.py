@@ -9,8 +9,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
-from langchain_core.language_models import BaseChatModel
+from langchain_core.callbacks import AsyncCallbackManagerForLLMRun
 from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
 from pydantic import PrivateAttr
@@ -44,6 +43,7 @@ from dynasor_agents.bench._report import run_replay
 from dynasor_agents.bench._suite import default_suite
 
 from .replay_fakes import path, question, random_bank
+from .strategy_fakes import AsyncOnlyChat
 
 
 def controllers(k: int) -> list[CertaintyController]:
@@ -81,7 +81,7 @@ def test_lean_replay_equals_driving_the_real_core(seed: int) -> None:
             )
 
 
-class BankChat(BaseChatModel):
+class BankChat(AsyncOnlyChat):
     """Serves paths in ``order``: call i answers path ``order[i]``, taking
     ``tokens * unit`` seconds and reporting ``tokens`` completion tokens."""
 
@@ -90,19 +90,6 @@ class BankChat(BaseChatModel):
     order: list[int]
     unit: float = 0.003
     _calls: int = PrivateAttr(default=0)
-
-    @property
-    def _llm_type(self) -> str:
-        return "bank"
-
-    def _generate(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: CallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
-    ) -> ChatResult:
-        raise NotImplementedError
 
     async def _agenerate(
         self,
