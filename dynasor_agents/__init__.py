@@ -19,6 +19,7 @@ Example:
 
 from dynasor_agents._allocation import PoolMember, TokenPool, budget_curve, pool_share
 from dynasor_agents._batch import BatchAllocator, BatchReport, QuestionReport
+from dynasor_agents._progress import Progress
 from dynasor_agents._stopping import (
     adaptive_consistency,
     beta_stop_probability,
@@ -104,6 +105,7 @@ __all__ = [
     "ProgramNotFoundError",
     "ProgramState",
     "ProgramStoppedError",
+    "Progress",
     "QuestionReport",
     "SelfConsistency",
     "SelfConsistencyResult",

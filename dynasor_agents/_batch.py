@@ -22,7 +22,7 @@ Example:
     >>> import io
     >>> from langchain_core.language_models import FakeListChatModel
     >>> from dynasor_agents import CertaintyController, SelfConsistency, threshold
-    >>> from dynasor_agents.bench._progress import Progress
+    >>> from dynasor_agents import Progress
     >>> out = io.StringIO()
     >>> allocator = BatchAllocator(total_tokens=1000, progress=Progress(0, "batch", stream=out))
     >>> sc = SelfConsistency(
@@ -54,11 +54,11 @@ from langchain_core.runnables.config import get_config_list
 from pydantic import BaseModel
 
 from dynasor_agents._allocation import PoolMember, TokenPool, pool_share
+from dynasor_agents._progress import Progress
 from dynasor_agents.controller import CertaintyController, Policy, max_tokens
 from dynasor_agents.errors import BudgetExhaustedError, InvalidInputError, NoSamplesError
 
 if TYPE_CHECKING:  # the strategies import this module: no runtime import back
-    from dynasor_agents.bench._progress import Progress
     from dynasor_agents.strategies._actions import Completion, SampleCall, Sampler
     from dynasor_agents.strategies._base import Strategy, StrategyInput
 
@@ -261,11 +261,8 @@ class BatchAllocator:
                 raise InvalidInputError(f"{name} must be an int >= 1 or None, got {value!r}")
         if policy is not None and not isinstance(policy, Policy):
             raise InvalidInputError(f"policy must be a Policy, got {policy!r}")
-        if not isinstance(progress, bool):
-            from dynasor_agents.bench._progress import Progress  # see _open_progress
-
-            if not isinstance(progress, Progress):
-                raise InvalidInputError(f"progress must be a bool or a Progress, got {progress!r}")
+        if not isinstance(progress, bool | Progress):
+            raise InvalidInputError(f"progress must be a bool or a Progress, got {progress!r}")
         self.total_tokens = total_tokens
         self.per_query_tokens = per_query_tokens
         self.policy = policy
@@ -319,9 +316,6 @@ class BatchAllocator:
     def _open_progress(self, n: int) -> Progress | None:
         if self.progress is False:
             return None
-        # Imported here: the bench package imports the library, which imports this module.
-        from dynasor_agents.bench._progress import Progress
-
         if isinstance(self.progress, Progress):
             if not self.progress.total:
                 self.progress.total = n

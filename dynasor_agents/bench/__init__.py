@@ -11,11 +11,11 @@
 The command line is ``dynasor-agents bench record|replay|calibrate``.
 """
 
+from dynasor_agents._progress import Progress
 from dynasor_agents.bench._calibrate import load_calibration, load_controller, save_calibration
 from dynasor_agents.bench._demo import DemoReport, DemoRow, run_demo, short_answer
 from dynasor_agents.bench._overhead import LoadFigures, OverheadReport, Workload, run_benchmark
 from dynasor_agents.bench._problems import DEFAULT_PROBLEMS, Problem, load_problems
-from dynasor_agents.bench._progress import Progress
 from dynasor_agents.bench._record import RecordSettings, record_bank, select_questions
 from dynasor_agents.bench._report import Report, run_replay
 from dynasor_agents.bench._traces import PathTrace, QuestionTrace, load_bank

@@ -27,7 +27,7 @@ import asyncio
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from dynasor_agents.bench._progress import Progress
+from dynasor_agents._progress import Progress
 from dynasor_agents.bench._traces import BankMeta, QuestionTrace
 from dynasor_agents.certainty import normalize_answer
 from dynasor_agents.controller import CertaintyController

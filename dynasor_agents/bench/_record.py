@@ -31,8 +31,8 @@ from typing import Any
 
 import numpy as np
 
+from dynasor_agents._progress import Progress
 from dynasor_agents.bench._problems import load_problems
-from dynasor_agents.bench._progress import Progress
 from dynasor_agents.bench._traces import (
     BankMeta,
     PathTrace,

@@ -38,9 +38,9 @@ from pathlib import Path
 
 import numpy as np
 
+from dynasor_agents._progress import Progress
 from dynasor_agents.bench._calibrate import choose, save_calibration, split_bank
 from dynasor_agents.bench._methods import Method
-from dynasor_agents.bench._progress import Progress
 from dynasor_agents.bench._replay import DEFAULT_WINDOW
 from dynasor_agents.bench._report import Report, run_replay
 from dynasor_agents.bench._suite import FAMILIES, default_suite, select

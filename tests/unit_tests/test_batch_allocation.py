@@ -32,7 +32,7 @@ from dynasor_agents import (
     pool_share,
     threshold,
 )
-from dynasor_agents.bench._progress import Progress
+from dynasor_agents._progress import Progress
 from dynasor_agents.strategies._best_of_n import BestOfN
 
 from .strategy_fakes import AsyncOnlyChat

@@ -12,7 +12,7 @@ import httpx
 import pytest
 from openai import AsyncOpenAI
 
-from dynasor_agents.bench._progress import Progress
+from dynasor_agents._progress import Progress
 from dynasor_agents.bench._record import (
     RecordSettings,
     hash_seed,
