@@ -6,6 +6,8 @@
 * ``bench replay`` evaluates stopping and allocation policies on a bank.
 * ``bench calibrate`` picks thresholds for a target accuracy or saving and
   saves them as a controller config.
+* ``bench online`` serves programs arriving online to four systems and
+  reports deadline attainment, measured and simulated (see ``_online_cli``).
 * ``bench live`` runs a few policies against the real server on a bank's
   questions and prints them beside replay's prediction for the same questions.
 
@@ -213,13 +215,18 @@ def bench_main(argv: Sequence[str]) -> int:
         from dynasor_agents.bench._replay_cli import replay_main
 
         return replay_main(argv[1:])
+    if argv and argv[0] == "online":
+        from dynasor_agents.bench._online_cli import online_main
+
+        return online_main(argv[1:])
     if argv and argv[0] == "calibrate":
         from dynasor_agents.bench._calibrate import calibrate_main
 
         return calibrate_main(argv[1:])
     parser = argparse.ArgumentParser(
         prog="dynasor-agents bench",
-        description="Benchmarks on recorded traces. Commands: record, replay, calibrate "
+        description="Benchmarks on recorded traces. Commands: record, replay, calibrate, live, "
+        "online "
         "(`dynasor-agents bench COMMAND --help`).",
         allow_abbrev=False,
     )
@@ -228,5 +235,6 @@ def bench_main(argv: Sequence[str]) -> int:
     _live_parser(sub)
     sub.add_parser("replay", help="evaluate stopping and allocation policies on a bank")
     sub.add_parser("calibrate", help="choose thresholds for a target accuracy or saving")
+    sub.add_parser("online", help="deadline attainment under Poisson load, measured and simulated")
     args = parser.parse_args(argv)
     return _live(args) if args.command == "live" else _record(args)

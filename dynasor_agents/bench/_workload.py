@@ -58,8 +58,8 @@ class OnlineStrategy:
     """A self-consistency program of up to ``samples`` paths.
 
     Without early stop it launches all its samples at once and waits for all
-    (the baseline). With early stop it samples in rounds (half, then quarters)
-    and stops once Certaindex reaches ``certain`` (also mid-round, cancelling
+    (the baseline). With early stop it samples in two rounds of half each and
+    stops once Certaindex reaches ``certain`` (also mid-round, cancelling
     what is still running), or gives up when Certaindex is still below
     ``hopeless_below`` after half its samples.
 
@@ -67,7 +67,7 @@ class OnlineStrategy:
         >>> s = OnlineStrategy("sc-8", 8)
         >>> fixed, early = s.controller(early_stop=False), s.controller(early_stop=True)
         >>> (fixed.first_round, fixed.round_size), (early.first_round, early.round_size)
-        ((8, 8), (4, 2))
+        ((8, 8), (4, 4))
     """
 
     name: str
@@ -89,7 +89,8 @@ class OnlineStrategy:
             | hopeless(self.hopeless_below, after=max(2, n // 2))
             | max_samples(n)
         )
-        return CertaintyController(policy, first_round=max(1, n // 2), round_size=max(1, n // 4))
+        half = max(1, n // 2)
+        return CertaintyController(policy, first_round=half, round_size=half)
 
 
 DEFAULT_MIX: Mapping[str, tuple[OnlineStrategy, float]] = {

@@ -1,0 +1,499 @@
+"""A discrete-event model of one continuous-batching engine (vLLM V1-like).
+
+The engine knows requests, not programs: a prompt, the tokens the request
+would generate if left alone (``output_tokens``, e.g. a recorded path's), a
+``max_tokens`` cap, an optional priority and prefix key. Time is explicit: the
+caller passes ``now`` to every call and runs one step at a time with
+:meth:`Engine.step`, which returns the step's duration under a
+:class:`CostModel` and the requests that finished at its end.
+
+What one step does (vLLM V1's scheduler with chunked prefill disabled):
+
+1. Each running request needs KV cache for ``prompt + generated + 1`` tokens
+   after the step. While the sum exceeds ``kv_capacity``, a victim goes back to
+   the waiting queue (``priority``: the largest ``(priority, submit time,
+   submit order)``; ``fcfs``: the latest submitted), keeping its tokens; when
+   readmitted it re-prefills ``prompt + generated`` (vLLM's recompute). As in
+   vLLM, a step that preempted admits nothing new.
+2. The running requests each decode one token.
+3. Waiting requests are admitted in queue order (``fcfs``: submit time, then
+   submit order; ``priority``: ``(priority or 0, submit time, submit order)``,
+   lower first) while fewer than ``max_num_seqs`` run, the whole uncached
+   prompt fits in the step's token budget (``max_batched_tokens`` minus one
+   token per decoding request) and the KV cache has room. The first request
+   that does not fit stops admission (head-of-line blocking, no skipping). An
+   admitted request is prefilled in this step and yields its first token at
+   the step's end.
+4. The step takes ``CostModel.step_time(decoding requests, prefilled tokens,
+   KV context of the decoding requests)``; a request whose generated tokens
+   reach ``min(output_tokens, max_tokens)`` finishes at its end
+   (``finish_reason`` ``"length"`` when ``max_tokens`` cut it, else ``"stop"``).
+
+Simplifications (all deliberate):
+
+* Prefix caching is all or nothing per ``prefix_key``: once a request with a
+  key was admitted (earlier in the same step too: vLLM V1 registers a prompt's
+  blocks as it schedules them), later ones prefill 1 prompt token (vLLM always
+  recomputes the last; it caches whole 16-token blocks). Cached prefixes are
+  never evicted; a recompute pays in full. Each request holds its whole prompt
+  in the KV cache (no sharing of prefix blocks: conservative).
+* A request must fit alone: ``prompt + min(output_tokens, max_tokens)`` may
+  not exceed ``max_batched_tokens`` (vLLM requires ``max_num_batched_tokens >=
+  max_model_len`` without chunked prefill) nor ``kv_capacity``.
+* A step is atomic: :meth:`Engine.step` leaves the engine as it is at the
+  step's end. Requests submitted or aborted during a step (by the caller's
+  clock) take effect from the next one, as vLLM's engine core handles them
+  between steps; the tokens of the step in flight stay spent (and counted).
+* Sampling, detokenization, the API server and the network cost nothing (the
+  program simulator adds a fixed ``request_overhead`` per request).
+
+Presets: :data:`CPU_QWEN_05B` (placeholders, to be calibrated) and
+:data:`H100_8B` (its docstring shows the arithmetic).
+
+Example (one token per second whatever the batch: two requests of 2 and 3
+tokens submitted together finish at t=2 and t=3):
+    >>> cost = CostModel("toy", step_base=1.0, per_seq=0.0, per_prefill_token=0.0)
+    >>> engine = Engine(cost)
+    >>> engine.submit("a", prompt_tokens=4, output_tokens=2, max_tokens=None, now=0.0)
+    >>> engine.submit("b", prompt_tokens=4, output_tokens=3, max_tokens=None, now=0.0)
+    >>> now, done = 0.0, []
+    >>> while not engine.idle:
+    ...     step = engine.step(now)
+    ...     now = step.end
+    ...     done += [(f.request_id, now, f.finish_reason) for f in step.finished]
+    >>> done
+    [('a', 2.0, 'stop'), ('b', 3.0, 'stop')]
+    >>> engine.generated_tokens, engine.prefill_tokens, engine.steps, engine.busy_seconds
+    (5, 8, 3, 3.0)
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+from dynasor_agents.errors import InvalidInputError
+
+__all__ = [
+    "CPU_QWEN_05B",
+    "H100_8B",
+    "CostModel",
+    "Engine",
+    "EnginePolicy",
+    "FinishedRequest",
+    "StepResult",
+]
+
+EnginePolicy = Literal["fcfs", "priority"]
+
+
+@dataclass(frozen=True)
+class CostModel:
+    """How long an engine step takes, and the engine's limits.
+
+    ``step_time = step_base + per_seq * decode_seqs + per_prefill_token *
+    prefill_tokens + per_context_token * context_tokens``.
+
+    Attributes:
+        name: Shown in reports.
+        step_base: Seconds per step whatever it does (reading the weights); > 0.
+        per_seq: Seconds per decoding sequence per step.
+        per_prefill_token: Seconds per uncached prompt token prefilled.
+        per_context_token: Seconds per token of KV context held by the decoding
+            sequences, per step (attention reads it).
+        max_num_seqs: Most requests running at once (vLLM ``--max-num-seqs``).
+        max_batched_tokens: Tokens one step may process (``--max-num-batched-tokens``).
+        kv_capacity: KV cache size in tokens (``None``: unlimited).
+        prefix_caching: Whether a known prefix skips its prefill.
+
+    Example:
+        >>> round(H100_8B.step_time(decode_seqs=100, prefill_tokens=0, context_tokens=30_000), 5)
+        0.01165
+    """
+
+    name: str
+    step_base: float
+    per_seq: float
+    per_prefill_token: float
+    per_context_token: float = 0.0
+    max_num_seqs: int = 256
+    max_batched_tokens: int = 8192
+    kv_capacity: int | None = None
+    prefix_caching: bool = True
+
+    def __post_init__(self) -> None:
+        rates = ("step_base", "per_seq", "per_prefill_token", "per_context_token")
+        problems = [
+            f"{f} must be a finite number >= 0, got {getattr(self, f)!r}"
+            for f in rates
+            if not (isinstance(getattr(self, f), int | float) and 0 <= getattr(self, f) < math.inf)
+        ]
+        if not problems and not self.step_base > 0:
+            problems.append(f"step_base must be > 0 (a step takes time), got {self.step_base!r}")
+        if self.max_num_seqs < 1:
+            problems.append(f"max_num_seqs must be >= 1, got {self.max_num_seqs}")
+        if self.max_batched_tokens < self.max_num_seqs:
+            problems.append(
+                f"max_batched_tokens ({self.max_batched_tokens}) must be >= max_num_seqs "
+                f"({self.max_num_seqs}), as vLLM requires"
+            )
+        if self.kv_capacity is not None and self.kv_capacity < 1:
+            problems.append(f"kv_capacity must be >= 1 or None, got {self.kv_capacity}")
+        if problems or not self.name:
+            raise InvalidInputError(
+                f"cost model {self.name!r}: " + "; ".join(problems or ["no name"])
+            )
+
+    @property
+    def request_limit(self) -> int:
+        """Most prompt plus output tokens one request may have (one step, the KV cache)."""
+        if self.kv_capacity is None:
+            return self.max_batched_tokens
+        return min(self.max_batched_tokens, self.kv_capacity)
+
+    def step_time(self, decode_seqs: int, prefill_tokens: int, context_tokens: int) -> float:
+        """Seconds one step takes.
+
+        Args:
+            decode_seqs: Requests that decode one token in the step.
+            prefill_tokens: Uncached prompt tokens prefilled in the step.
+            context_tokens: KV tokens the decoding requests attend to.
+
+        Raises:
+            InvalidInputError: A count is negative.
+        """
+        if min(decode_seqs, prefill_tokens, context_tokens) < 0:
+            counts = (decode_seqs, prefill_tokens, context_tokens)
+            raise InvalidInputError(f"step counts must be >= 0, got {counts}")
+        return (
+            self.step_base
+            + self.per_seq * decode_seqs
+            + self.per_prefill_token * prefill_tokens
+            + self.per_context_token * context_tokens
+        )
+
+
+CPU_QWEN_05B = CostModel("cpu-qwen-0.5b", step_base=0.05, per_seq=0.004, per_prefill_token=4e-4)
+"""Qwen2.5-0.5B on the tests' CPU vLLM server: placeholders until calibrated against
+measured step times; no KV limit (the CPU cache is large for these short paths)."""
+
+H100_8B = CostModel(
+    "h100-8b",
+    step_base=0.007,  # 16 GB of bf16 weights read per step: 16e9 / 2.4e12 = 6.7 ms
+    per_seq=0.00003,  # sampling, scheduling and per-sequence activations: ~30 us
+    per_prefill_token=0.00008,  # ~12k prompt tokens/s (2 x 8e9 FLOP/token = 16 GFLOP at ~20% MFU)
+    per_context_token=5.5e-8,  # 131_072 bytes of KV / 2.4e12 bytes/s = 5.46e-8 s per token
+    kv_capacity=457_763,  # ~60 GB free after weights and activations: 60e9 // 131_072
+)
+"""An 8B Llama-3-like model in bf16 on one H100 80 GB (decode is HBM-bandwidth bound).
+
+Assumed: 2.4 TB/s effective bandwidth (~70% of 3.35 TB/s) and Llama-3-8B's
+grouped-query attention (32 layers x 8 KV heads x 128 dims).
+
+* ``step_base``: 16 GB of weights read per step: 16e9 / 2.4e12 = 6.7 ms, ~7 ms.
+* ``per_context_token``: a token's KV is 32 x 8 x 128 x 2 (K, V) x 2 bytes =
+  131,072 bytes, read per step: 131,072 / 2.4e12 = 5.46e-8 s, ~5.5e-8 (1.3e-8
+  would need ~10 TB/s, or a 4x smaller cache).
+* ``per_prefill_token``: 2 x 8e9 = 16 GFLOP per token, 1.6e-5 s at the 989
+  TFLOPS bf16 peak; 8e-5 s (~12k tokens/s) assumes ~20% MFU (conservative).
+* ``per_seq``: 30 us per running sequence (sampling, bookkeeping).
+* ``kv_capacity``: 80 GB x 0.9 (vLLM's default utilization) minus 16 GB of
+  weights and the activations leaves ~60 GB: 60e9 // 131,072 = 457,763 tokens.
+* ``max_num_seqs`` 256 and ``max_batched_tokens`` 8192: vLLM's defaults.
+"""
+
+
+@dataclass(frozen=True)
+class FinishedRequest:
+    """A request that finished at the end of a step.
+
+    Attributes:
+        request_id: Its id.
+        prompt_tokens: Its prompt's tokens (what usage reports, cached or not).
+        completion_tokens: Tokens it generated.
+        finish_reason: ``"length"`` when ``max_tokens`` cut it short, else ``"stop"``.
+        prefilled_tokens: Tokens prefilled for it over all its admissions.
+        preemptions: Times it was preempted.
+    """
+
+    request_id: str
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: Literal["stop", "length"]
+    prefilled_tokens: int
+    preemptions: int = 0
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """What one engine step did.
+
+    Attributes:
+        start: When it started.
+        duration: Seconds it took (0 when the engine had nothing to run).
+        finished: Requests that finished at its end, in submit order.
+        decoded: Requests that decoded a token (running before the step).
+        admitted: Requests prefilled in the step.
+        prefill_tokens: Uncached prompt tokens prefilled.
+        preempted: Ids of requests preempted back to the waiting queue.
+    """
+
+    start: float
+    duration: float
+    finished: tuple[FinishedRequest, ...] = ()
+    decoded: int = 0
+    admitted: int = 0
+    prefill_tokens: int = 0
+    preempted: tuple[str, ...] = ()
+
+    @property
+    def end(self) -> float:
+        """When it ended."""
+        return self.start + self.duration
+
+
+@dataclass(eq=False)
+class _Request:
+    rid: str
+    order: int
+    submitted: float
+    prompt: int
+    target: int
+    cut: bool  # max_tokens is below output_tokens
+    priority: int
+    prefix_key: str | None
+    generated: int = 0
+    prefilled: int = 0
+    preemptions: int = 0
+    state: Literal["waiting", "running", "done"] = "waiting"
+
+    @property
+    def need(self) -> int:
+        """KV tokens it holds after one more step."""
+        return self.prompt + self.generated + 1
+
+    def report(self) -> FinishedRequest:
+        reason: Literal["stop", "length"] = "length" if self.cut else "stop"
+        return FinishedRequest(
+            self.rid, self.prompt, self.generated, reason, self.prefilled, self.preemptions
+        )
+
+
+def _order(request: _Request) -> int:
+    return request.order
+
+
+class Engine:
+    """One continuous-batching engine under a :class:`CostModel` (see the module doc).
+
+    Args:
+        cost: Step times and limits.
+        policy: ``"fcfs"`` (vLLM's default) or ``"priority"``
+            (``--scheduling-policy priority``; ``None`` priority counts as 0).
+
+    Attributes:
+        generated_tokens: Tokens generated, aborted requests' included.
+        prefill_tokens: Prompt tokens prefilled (recomputes included).
+        steps: Steps run.
+        busy_seconds: Seconds spent in steps.
+        preemptions: Requests preempted.
+    """
+
+    def __init__(self, cost: CostModel, *, policy: EnginePolicy = "fcfs") -> None:
+        if policy not in ("fcfs", "priority"):
+            raise InvalidInputError(f"engine policy must be fcfs or priority, got {policy!r}")
+        self.cost = cost
+        self.policy: EnginePolicy = policy
+        self._requests: dict[str, _Request] = {}  # waiting or running
+        self._running: dict[str, _Request] = {}  # in admission order
+        self._waiting: list[tuple[tuple[float, ...], int, _Request]] = []  # lazy-deletion heap
+        self._order = itertools.count()
+        self._cached: set[str] = set()
+        self._busy_until = -math.inf
+        self.generated_tokens = 0
+        self.prefill_tokens = 0
+        self.steps = 0
+        self.busy_seconds = 0.0
+        self.preemptions = 0
+
+    @property
+    def idle(self) -> bool:
+        """Whether no request is waiting or running."""
+        return not self._requests
+
+    @property
+    def running(self) -> int:
+        """Requests running (admitted, not finished)."""
+        return len(self._running)
+
+    @property
+    def waiting(self) -> int:
+        """Requests waiting for admission (preempted ones included)."""
+        return len(self._requests) - len(self._running)
+
+    def submit(
+        self,
+        request_id: str,
+        *,
+        prompt_tokens: int,
+        output_tokens: int,
+        max_tokens: int | None,
+        priority: int | None = None,
+        prefix_key: str | None = None,
+        now: float,
+    ) -> None:
+        """Queue a request; it can be admitted from the next step on.
+
+        Args:
+            request_id: Unique among the requests the engine holds.
+            prompt_tokens: Its prompt's length (>= 1).
+            output_tokens: Tokens it generates unless cut (>= 1).
+            max_tokens: The cap on its tokens (``None``: no cap).
+            priority: Its priority under the ``priority`` policy (lower first).
+            prefix_key: Requests with equal keys share their prompt (prefix caching).
+            now: When it arrives (orders the queue).
+
+        Raises:
+            InvalidInputError: A duplicate id, a count below 1, or a request
+                that could never run (larger than one step or the KV cache).
+        """
+        if request_id in self._requests:
+            raise InvalidInputError(f"request {request_id!r} is already in the engine")
+        if prompt_tokens < 1 or output_tokens < 1 or (max_tokens is not None and max_tokens < 1):
+            raise InvalidInputError(
+                f"request {request_id!r}: prompt_tokens, output_tokens and max_tokens must be "
+                f">= 1, got {prompt_tokens}, {output_tokens}, {max_tokens}"
+            )
+        target = output_tokens if max_tokens is None else min(output_tokens, max_tokens)
+        if prompt_tokens + target > self.cost.request_limit:
+            raise InvalidInputError(
+                f"request {request_id!r}: {prompt_tokens} prompt + {target} output tokens "
+                f"exceed what one step or the KV cache holds ({self.cost.request_limit} tokens)"
+            )
+        request = _Request(
+            rid=request_id,
+            order=next(self._order),
+            submitted=float(now),
+            prompt=prompt_tokens,
+            target=target,
+            cut=target < output_tokens,
+            priority=0 if priority is None else priority,
+            prefix_key=prefix_key,
+        )
+        self._requests[request_id] = request
+        self._enqueue(request)
+
+    def abort(self, request_id: str) -> bool:
+        """Remove a waiting or running request; its generated tokens stay counted.
+
+        Returns:
+            Whether it was in the engine (aborting an unknown or finished
+            request does nothing and returns ``False``).
+        """
+        request = self._requests.pop(request_id, None)
+        if request is None:
+            return False
+        self._running.pop(request_id, None)
+        request.state = "done"  # a waiting one leaves the heap lazily
+        return True
+
+    def step(self, now: float) -> StepResult:
+        """Run one step starting at ``now`` (see the module doc for what it does).
+
+        Raises:
+            InvalidInputError: ``now`` is before the previous step ended.
+        """
+        if now < self._busy_until:
+            raise InvalidInputError(
+                f"a step cannot start at {now} before the previous one ended ({self._busy_until})"
+            )
+        preempted = self._preempt()
+        decoding = list(self._running.values())
+        budget = self.cost.max_batched_tokens - len(decoding)
+        kv_used = sum(r.need for r in decoding)
+        admitted: list[_Request] = []
+        prefill = 0
+        capacity = self.cost.kv_capacity
+        while (
+            not preempted
+            and len(self._running) < self.cost.max_num_seqs
+            and (head := self._head()) is not None
+        ):
+            hit = head.generated == 0 and head.prefix_key in self._cached
+            uncached = 1 if hit else head.prompt + head.generated
+            if uncached > budget or (capacity is not None and kv_used + head.need > capacity):
+                break  # head-of-line: nothing behind it jumps the queue
+            heapq.heappop(self._waiting)
+            budget -= uncached
+            kv_used += head.need
+            prefill += uncached
+            head.prefilled += uncached
+            head.state = "running"
+            self._running[head.rid] = head
+            admitted.append(head)
+            if head.prefix_key is not None and self.cost.prefix_caching:
+                self._cached.add(head.prefix_key)
+        if not decoding and not admitted:  # idle (submit() rules out a stall)
+            return StepResult(start=now, duration=0.0, preempted=preempted)
+        context = sum(r.prompt + r.generated for r in decoding)
+        duration = self.cost.step_time(len(decoding), prefill, context)
+        for request in self._running.values():
+            request.generated += 1
+        done = sorted((r for r in self._running.values() if r.generated >= r.target), key=_order)
+        for request in done:
+            del self._running[request.rid], self._requests[request.rid]
+            request.state = "done"
+        self.generated_tokens += len(decoding) + len(admitted)
+        self.prefill_tokens += prefill
+        self.steps += 1
+        self.busy_seconds += duration
+        self._busy_until = now + duration
+        return StepResult(
+            start=now,
+            duration=duration,
+            finished=tuple(r.report() for r in done),
+            decoded=len(decoding),
+            admitted=len(admitted),
+            prefill_tokens=prefill,
+            preempted=preempted,
+        )
+
+    # -- internals -------------------------------------------------------------------
+
+    def _key(self, request: _Request) -> tuple[float, ...]:
+        if self.policy == "priority":
+            return (request.priority, request.submitted, request.order)
+        return (request.submitted, request.order)
+
+    def _enqueue(self, request: _Request) -> None:
+        request.state = "waiting"
+        heapq.heappush(self._waiting, (self._key(request), request.order, request))
+
+    def _head(self) -> _Request | None:
+        """The first live waiting request (dropping aborted entries)."""
+        while self._waiting:
+            request = self._waiting[0][2]
+            if request.state == "waiting":
+                return request
+            heapq.heappop(self._waiting)
+        return None
+
+    def _preempt(self) -> tuple[str, ...]:
+        """Preempt running requests until the step's KV needs fit; their ids."""
+        capacity = self.cost.kv_capacity
+        if capacity is None:
+            return ()
+        total = sum(r.need for r in self._running.values())
+        victims: list[str] = []
+        while total > capacity and self._running:
+            victim = max(self._running.values(), key=self._key)  # fcfs: the latest submitted
+            del self._running[victim.rid]
+            total -= victim.need
+            victim.preemptions += 1
+            self.preemptions += 1
+            self._enqueue(victim)
+            victims.append(victim.rid)
+        return tuple(victims)

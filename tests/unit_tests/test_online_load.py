@@ -1,0 +1,199 @@
+"""The online load generator: seeded workloads, arrival times kept, rows measured."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+import numpy as np
+import pytest
+
+from dynasor_agents.bench._engine_calibrate import calibrate_engine, fit_decode
+from dynasor_agents.bench._online import program_id, run_online
+from dynasor_agents.bench._sim_engine import CPU_QWEN_05B
+from dynasor_agents.bench._workload import (
+    SYSTEMS,
+    OnlineStrategy,
+    make_workload,
+    poisson_arrivals,
+    source_difficulty,
+)
+from dynasor_agents.errors import InvalidInputError
+from tests.unit_tests.replay_fakes import path, question, random_bank
+from tests.unit_tests.strategy_fakes import ScriptedChat
+
+BASE = {"sc-8": 10.0, "sc-16": 20.0}
+
+
+def test_seeded_arrivals_are_reproducible() -> None:
+    bank = random_bank(0, questions=6)
+    one = make_workload(bank, rate=0.5, count=20, seed=3, base=BASE)
+    two = make_workload(bank, rate=0.5, count=20, seed=3, base=BASE)
+    other = make_workload(bank, rate=0.5, count=20, seed=4, base=BASE)
+    assert one == two
+    assert [p.arrival for p in one.programs] != [p.arrival for p in other.programs]
+    # Another rate: the same programs, arrivals scaled by the rates' ratio.
+    fast = make_workload(bank, rate=2.0, count=20, seed=3, base=BASE)
+    assert [p.question.id for p in fast.programs] == [p.question.id for p in one.programs]
+    assert [p.strategy for p in fast.programs] == [p.strategy for p in one.programs]
+    assert [4 * p.arrival for p in fast.programs] == pytest.approx(
+        [p.arrival for p in one.programs]
+    )
+    arrivals = [p.arrival for p in one.programs]
+    assert arrivals == sorted(arrivals) and arrivals[0] > 0
+
+
+def test_poisson_gaps_have_the_rate_as_their_mean() -> None:
+    times = poisson_arrivals(4.0, 20_000, np.random.default_rng(1))
+    gaps = np.diff([0.0, *times])
+    assert gaps.mean() == pytest.approx(0.25, rel=0.03)
+    assert gaps.std() == pytest.approx(0.25, rel=0.05)  # exponential: sd = mean
+    with pytest.raises(InvalidInputError, match="rate must be > 0"):
+        poisson_arrivals(0.0, 3, np.random.default_rng(1))
+
+
+def test_deadline_is_scale_times_difficulty_times_base() -> None:
+    bank = [question("e:1", [path("1", 100)], source="easy"), question("h:1", [path("1", 300)])]
+    assert source_difficulty(bank) == {"easy": 0.5, "toy": 1.5}
+    wl = make_workload(bank, rate=1.0, count=8, seed=0, base=BASE)
+    for p in wl.programs:
+        expected = (0.5 if p.question.source == "easy" else 1.5) * BASE[p.strategy.name]
+        assert p.deadline_unit == pytest.approx(expected)
+
+
+def test_workload_input_errors_name_the_problem() -> None:
+    bank = random_bank(0)
+    with pytest.raises(InvalidInputError, match="no base latency"):
+        make_workload(bank, rate=1.0, count=2, seed=0, base={"sc-8": 1.0})
+    with pytest.raises(InvalidInputError, match="at least one question"):
+        make_workload([], rate=1.0, count=2, seed=0, base=BASE)
+    with pytest.raises(InvalidInputError, match="samples must be >= 2"):
+        OnlineStrategy("one", 1)
+
+
+def test_early_stop_controller_samples_in_rounds() -> None:
+    strategy = OnlineStrategy("sc-16", 16)
+    fixed = strategy.controller(early_stop=False)
+    early = strategy.controller(early_stop=True)
+    assert (fixed.first_round, fixed.round_size) == (16, 16)
+    assert (early.first_round, early.round_size) == (8, 8)
+
+
+class FakeTime:
+    """A clock that only moves when a sleeper wakes (sleepers wake in the order they
+    slept, which for the runner is arrival order, so the clock never goes back)."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+        self.slept: list[float] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        target = self.now + seconds
+        await asyncio.sleep(0)
+        self.now = max(self.now, target)
+
+
+def run(chat: ScriptedChat, system_index: int, time: FakeTime, count: int = 5) -> list:  # type: ignore[type-arg]
+    bank = [question(f"q:{i}", [path("4", 10)] * 4, gold="4") for i in range(3)]
+    wl = make_workload(bank, rate=0.5, count=count, seed=0, base=BASE)
+    return asyncio.run(
+        run_online(
+            wl,
+            SYSTEMS[system_index],
+            chat=chat,
+            client=None,
+            system_prompt="Be brief.",
+            max_tokens=32,
+            clock=time.clock,
+            sleep=time.sleep,
+        )
+    )
+
+
+def test_programs_start_at_their_arrival_times() -> None:
+    time = FakeTime()
+    chat = ScriptedChat(script=lambda i: ("so \\boxed{4}", 0.0))
+    rows = run(chat, 0, time)
+    bank = [question(f"q:{i}", [path("4", 10)] * 4, gold="4") for i in range(3)]
+    wl = make_workload(bank, rate=0.5, count=5, seed=0, base=BASE)
+    assert [r.arrival for r in rows] == pytest.approx([p.arrival for p in wl.programs])
+    assert [r.program for r in rows] == [0, 1, 2, 3, 4]
+    assert all(r.correct and r.answer == "4" and r.error is None for r in rows)
+    assert all(r.system == "baseline" and r.rate == 0.5 for r in rows)
+    # Fixed sample counts: every sample of every program ran.
+    assert [r.samples for r in rows] == [p.strategy.samples for p in wl.programs]
+    assert len(chat._calls) == sum(p.strategy.samples for p in wl.programs)
+
+
+def test_early_stop_system_spends_fewer_samples() -> None:
+    fixed = run(ScriptedChat(script=lambda i: ("\\boxed{4}", 0.0)), 0, FakeTime())
+    early = run(ScriptedChat(script=lambda i: ("\\boxed{4}", 0.0)), 1, FakeTime())
+    assert sum(r.samples for r in early) < sum(r.samples for r in fixed)
+    assert all(r.stop_reason == "certain" for r in early)
+
+
+def test_a_failing_program_is_a_row_with_its_error() -> None:
+    def script(i: int) -> tuple[str, float]:
+        raise RuntimeError("server went away")
+
+    rows = run(ScriptedChat(script=script), 0, FakeTime(), count=2)
+    assert [r.correct for r in rows] == [False, False]
+    assert all(r.error and "server went away" in r.error for r in rows)
+    assert not rows[0].met(1e9)
+
+
+def test_program_ids_name_system_rate_and_index() -> None:
+    assert program_id(SYSTEMS[0], 0.125, 3) == "online-baseline-r0.125-p3"
+
+
+def test_fit_decode_recovers_a_line() -> None:
+    # step(B) = 0.05 + 0.004 B; 10 tokens per run -> seconds = 10 * step(B)
+    seconds = {b: 10 * (0.05 + 0.004 * b) for b in (1, 8, 32)}
+    base, per_seq = fit_decode(seconds, tokens=10)
+    assert (base, per_seq) == (pytest.approx(0.05), pytest.approx(0.004))
+    with pytest.raises(InvalidInputError, match="two batch sizes"):
+        fit_decode({1: 1.0}, tokens=10)
+
+
+def test_calibration_asks_for_exact_lengths_on_unique_prompts() -> None:
+    seen: list[dict] = []  # type: ignore[type-arg]
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        import json
+
+        body = json.loads(request.content)
+        seen.append(body)
+        prompt = 12 if len(body["prompt"]) < 200 else 700
+        usage = {"prompt_tokens": prompt, "completion_tokens": body["max_tokens"]}
+        return httpx.Response(200, json={"usage": usage})
+
+    cal = asyncio.run(
+        calibrate_engine(
+            "http://x",
+            "m",
+            base=CPU_QWEN_05B,
+            batches=(1, 2),
+            tokens=4,
+            repeats=1,
+            transport=httpx.MockTransport(handler),
+        )
+    )
+    assert all(b["ignore_eos"] and b["model"] == "m" for b in seen)
+    prompts = [b["prompt"] for b in seen]
+    assert len(set(prompts)) == len(prompts)  # the prefix cache cannot help
+    assert sorted(cal.decode_seconds) == [1, 2]
+    assert cal.cost.max_num_seqs == CPU_QWEN_05B.max_num_seqs
+
+    def short(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json={"usage": {"prompt_tokens": 5, "completion_tokens": 0}})
+
+    with pytest.raises(RuntimeError, match="asked 1 tokens, the server gave 0"):
+        asyncio.run(
+            calibrate_engine(
+                "http://x", "m", base=CPU_QWEN_05B, transport=httpx.MockTransport(short)
+            )
+        )

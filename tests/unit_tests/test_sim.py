@@ -1,0 +1,264 @@
+"""The online simulator: real programs and policies on simulated engines, in simulated time."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pytest
+
+from dynasor_agents.bench._sim import SimResult, route, simulate
+from dynasor_agents.bench._sim_engine import CostModel
+from dynasor_agents.bench._traces import PathTrace, QuestionTrace
+from dynasor_agents.bench._workload import (
+    SYSTEMS,
+    OnlineStrategy,
+    ProgramSpec,
+    SystemSpec,
+    Workload,
+    make_workload,
+)
+from dynasor_agents.errors import InvalidInputError
+from dynasor_agents.server._config import ServerConfig
+
+from .replay_fakes import random_bank
+
+BASELINE, EARLY_STOP, DYNASOR, GANG = SYSTEMS
+
+
+def toy(**limits: int) -> CostModel:
+    """Every engine step takes 1 s whatever it does."""
+    return CostModel("toy", step_base=1.0, per_seq=0.0, per_prefill_token=0.0, **limits)
+
+
+def question(qid: str, paths: Sequence[tuple[str | None, int]], gold: str = "4") -> QuestionTrace:
+    """A question with ``(answer, tokens)`` paths; prompts of 10 tokens."""
+    return QuestionTrace(
+        id=qid,
+        source="toy",
+        question="?",
+        gold=gold,
+        prompt_tokens=10,
+        paths=[
+            PathTrace(
+                text=f"so \\boxed{{{a}}}" if a is not None else "no idea",
+                answer=a,
+                completion_tokens=n,
+                finish_reason="stop",
+            )
+            for a, n in paths
+        ],
+    )
+
+
+def workload(*programs: tuple[float, QuestionTrace, OnlineStrategy]) -> Workload:
+    specs = tuple(
+        ProgramSpec(i, arrival, q, strategy, difficulty=1.0, base=10.0)
+        for i, (arrival, q, strategy) in enumerate(programs)
+    )
+    return Workload(rate=1.0, seed=0, programs=specs)
+
+
+def random_workload(seed: int = 0) -> Workload:
+    bank = random_bank(7, questions=6, k=8)
+    return make_workload(bank, rate=2.0, count=12, seed=seed, base={"sc-8": 5.0, "sc-16": 8.0})
+
+
+BUSY = CostModel(
+    "busy",
+    step_base=0.02,
+    per_seq=0.001,
+    per_prefill_token=0.0005,
+    per_context_token=1e-5,
+    max_num_seqs=6,
+    max_batched_tokens=64,
+    kv_capacity=120,  # small: programs preempt one another
+)
+
+
+# -- determinism and rows --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("system", SYSTEMS, ids=[s.name for s in SYSTEMS])
+def test_same_seed_same_rows(system: SystemSpec) -> None:
+    work = random_workload()
+    runs = [
+        simulate(work, system, BUSY, seed=3, replicas=2, request_overhead=0.05) for _ in range(2)
+    ]
+    assert runs[0] == runs[1]
+    rows = runs[0].rows
+    assert [r.program for r in rows] == list(range(12))
+    assert {r.system for r in rows} == {system.name}
+    assert all(r.rate == 2.0 and r.error is None and r.finish > r.arrival for r in rows)
+    other = simulate(work, system, BUSY, seed=4, replicas=2, request_overhead=0.05)
+    assert [r.finish for r in other.rows] != [r.finish for r in rows]  # the seed matters
+
+
+def test_rows_carry_the_programs_outcome() -> None:
+    q = question("q:1", [("4", 3), ("4", 5), ("5", 4), ("4", 6)])
+    run = simulate(workload((2.0, q, OnlineStrategy("sc-4", 4))), BASELINE, toy())
+    row = run.rows[0]
+    # Fixed: all four paths launched at t=2 together; the longest (6 tokens) ends at t=8.
+    assert (row.arrival, row.finish, row.samples, row.completion_tokens) == (2.0, 8.0, 4, 18)
+    assert (row.answer, row.correct, row.stop_reason) == ("4", True, "max_samples")
+    assert (row.question, row.source, row.strategy, row.deadline_unit) == ("q:1", "toy", "sc-4", 10)
+    assert (run.engine_tokens, run.busy_seconds, run.makespan, run.steps) == (18, 6.0, 8.0, 6)
+    assert run.prefill_tokens == 10 + 3  # one prompt, three prefix-cache hits
+    assert (run.requests, run.aborted, run.replica_tokens) == (4, 0, (18,))
+
+
+def test_request_overhead_delays_every_request() -> None:
+    q = question("q:1", [("4", 3), ("4", 3)])
+    run = simulate(
+        workload((0.0, q, OnlineStrategy("sc-2", 2))), BASELINE, toy(), request_overhead=0.5
+    )
+    assert run.rows[0].finish == 3.5  # the engine sees both at t=0.5, three 1 s steps
+
+
+# -- early stop ----------------------------------------------------------------------------
+
+
+def test_early_stop_spends_fewer_engine_tokens_when_paths_agree() -> None:
+    bank = [question(f"q:{i}", [("4", 5 + 3 * j + i) for j in range(8)]) for i in range(4)]
+    work = workload(*((2.0 * i, q, OnlineStrategy("sc-8", 8)) for i, q in enumerate(bank)))
+    fixed = simulate(work, BASELINE, toy(max_num_seqs=8))
+    early = simulate(work, EARLY_STOP, toy(max_num_seqs=8))
+    assert all(r.correct for r in (*fixed.rows, *early.rows))
+    assert {r.samples for r in fixed.rows} == {8}
+    assert {r.stop_reason for r in fixed.rows} == {"max_samples"}
+    assert {r.stop_reason for r in early.rows} == {"certain"}
+    assert max(r.samples for r in early.rows) < 8
+    assert early.engine_tokens < fixed.engine_tokens
+    assert sum(r.latency for r in early.rows) < sum(r.latency for r in fixed.rows)
+
+
+@pytest.mark.parametrize("system", [EARLY_STOP, DYNASOR], ids=["plain", "dynasor"])
+def test_a_stopped_programs_requests_leave_the_engine(system: SystemSpec) -> None:
+    strategy = OnlineStrategy("sc-8", 8, certain=0.55)  # first round 4
+    long_tail = question("q:0", [("4", 3), ("4", 3), ("4", 3), ("4", 100)])
+    short = question("q:1", [("4", 5)] * 4)
+    work = workload((0.0, long_tail, strategy), (1.0, short, strategy))
+    run = simulate(work, system, toy(max_num_seqs=4))
+    p0, p1 = run.rows
+    # p0: three paths end at t=3; three agreeing answers with one pending give
+    # Certaindex 0.594 >= 0.55, so it cancels the 100-token path after 3 tokens.
+    assert (p0.finish, p0.samples, p0.stop_reason) == (3.0, 3, "certain")
+    # p1 waited for the four slots; with the aborted request gone it gets all four
+    # at t=3 and they end together at t=8 (the fourth, finished but undelivered
+    # when p1 stops, comes back on Cancel and votes).
+    assert (p1.finish, p1.samples, p1.stop_reason) == (8.0, 4, "certain")
+    assert run.aborted == 1
+    assert run.engine_tokens == 3 * 3 + 3 + 4 * 5
+    assert run.makespan == 8.0
+
+
+# -- program scheduling ------------------------------------------------------------------------
+
+
+def test_gang_runs_an_earlier_programs_requests_first_under_load() -> None:
+    # Never certain (four different answers): two rounds of 2 samples.
+    strategy = OnlineStrategy("sc-4", 4, certain=0.99, hopeless_below=0.0)
+    short = question("q:0", [(a, 3) for a in "1234"], gold="1")
+    long = question("q:1", [(a, 10) for a in "1234"], gold="1")
+    work = workload((0.0, short, strategy), (0.5, long, strategy))
+    cost = toy(max_num_seqs=2)
+    plain = simulate(work, SystemSpec("fcfs", "plain", early_stop=True), cost)
+    gang = simulate(work, SystemSpec("gang", "gang", early_stop=True), cost)
+    # Plain FCFS: p0's round 1 runs [0,3); p1's two requests (queued at 0.5) take
+    # both slots [3,13); p0's round 2 (queued at 3) waits and runs [13,16). p1's
+    # round 2 (queued at 13) runs [16,26).
+    assert [r.finish for r in plain.rows] == [16.0, 26.0]
+    # Gang: p0's round 2 (priority 0) jumps ahead of p1's queued requests
+    # (priority 1): [3,6). p1 then runs [6,16) and [16,26).
+    assert [r.finish for r in gang.rows] == [6.0, 26.0]
+    assert [r.samples for r in gang.rows] == [4, 4]
+
+
+def test_dynasor_scheduling_runs_the_workload() -> None:
+    run = simulate(random_workload(), DYNASOR, BUSY, server=ServerConfig(aging=10.0))
+    assert len(run.rows) == 12 and all(r.error is None for r in run.rows)
+    assert run.engine_tokens > 0 and run.busy_seconds <= run.makespan
+
+
+# -- the server's budget ---------------------------------------------------------------------
+
+
+def test_a_budget_cut_path_completes_without_an_answer() -> None:
+    q = question("q:1", [("4", 8), ("4", 8)])
+    work = workload((0.0, q, OnlineStrategy("sc-2", 2)))
+    gang_fixed = SystemSpec("gang", "gang", early_stop=False)
+    run = simulate(work, gang_fixed, toy(), max_tokens=8, server=ServerConfig(default_budget=12))
+    row = run.rows[0]
+    # The first request reserves 8 of the 12 tokens; the second is capped at 4: cut
+    # short, it completes without text and abstains.
+    assert (row.samples, row.completion_tokens, row.answer, row.correct) == (2, 12, "4", True)
+    assert run.engine_tokens == 12
+
+
+def test_a_refused_request_fails_the_program_with_a_row() -> None:
+    q = question("q:1", [("4", 8), ("4", 8)])
+    work = workload((0.0, q, OnlineStrategy("sc-2", 2)))
+    gang_fixed = SystemSpec("gang", "gang", early_stop=False)
+    run = simulate(work, gang_fixed, toy(), max_tokens=8, server=ServerConfig(default_budget=8))
+    row = run.rows[0]
+    # The first request takes the whole budget; the second is refused, the core
+    # raises with no sample, and the driver aborts the first one.
+    assert row.error is not None and "spent its token budget" in row.error
+    assert "(program p0)" in row.error
+    assert (row.samples, row.answer, row.correct, row.finish) == (0, None, False, 0.0)
+    assert (run.aborted, run.engine_tokens) == (1, 0)
+
+
+def test_the_client_max_tokens_cuts_paths() -> None:
+    q = question("q:1", [("4", 8), ("4", 8)])
+    run = simulate(workload((0.0, q, OnlineStrategy("sc-2", 2))), BASELINE, toy(), max_tokens=5)
+    row = run.rows[0]
+    assert (row.samples, row.completion_tokens, row.answer) == (2, 10, None)
+
+
+# -- replicas ---------------------------------------------------------------------------
+
+
+def test_replicas_route_programs_by_id() -> None:
+    bank = [question(f"q:{i}", [("4", (i + 1) * n) for n in (1, 2, 3, 4)]) for i in range(6)]
+    work = workload(*((0.5 * i, q, OnlineStrategy("sc-4", 4)) for i, q in enumerate(bank)))
+    one = simulate(work, BASELINE, toy())
+    three = simulate(work, BASELINE, toy(), replicas=3)
+    # Fixed programs use each of their four paths once: (i + 1) x 10 tokens.
+    expected = [0, 0, 0]
+    for i in range(6):
+        expected[route(f"p{i}", 3)] += (i + 1) * 10
+    assert three.replica_tokens == tuple(expected)
+    assert three.engine_tokens == one.engine_tokens == sum(expected)
+    assert [r.answer for r in three.rows] == [r.answer for r in one.rows]
+    assert three == simulate(work, BASELINE, toy(), replicas=3)
+
+
+def test_route_is_stable() -> None:
+    assert [route(f"p{i}", 4) for i in range(6)] == [route(f"p{i}", 4) for i in range(6)]
+    assert all(route("p9", 1) == 0 for _ in range(3))
+
+
+# -- validation ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"replicas": 0}, "replicas must be >= 1"),
+        ({"max_tokens": 0}, "max_tokens must be >= 1"),
+        ({"request_overhead": -1.0}, "request_overhead must be finite"),
+        ({"request_overhead": float("inf")}, "request_overhead must be finite"),
+    ],
+)
+def test_simulate_validates_its_arguments(kwargs: dict[str, float], message: str) -> None:
+    work = workload((0.0, question("q:1", [("4", 3)] * 2), OnlineStrategy("sc-2", 2)))
+    with pytest.raises(InvalidInputError, match=message):
+        simulate(work, BASELINE, toy(), **kwargs)  # type: ignore[arg-type]
+
+
+def test_simulate_rejects_questions_an_engine_cannot_hold() -> None:
+    work = workload((0.0, question("q:1", [("4", 300)] * 2), OnlineStrategy("sc-2", 2)))
+    with pytest.raises(InvalidInputError, match="q:1: 10 prompt \\+ 300 completion tokens"):
+        simulate(work, BASELINE, toy(max_num_seqs=4, max_batched_tokens=100))
+    small = toy(max_num_seqs=4, max_batched_tokens=100)
+    assert isinstance(simulate(work, BASELINE, small, max_tokens=50), SimResult)  # 10 + 50 fit
