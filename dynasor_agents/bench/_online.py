@@ -27,7 +27,7 @@ from typing import Any
 from langchain_core.messages import HumanMessage, SystemMessage
 
 from dynasor_agents._progress import Progress
-from dynasor_agents.bench._workload import OnlineRow, ProgramSpec, SystemSpec, Workload
+from dynasor_agents.bench._workload import OnlineRow, OnlineWorkload, ProgramSpec, SystemSpec
 from dynasor_agents.certainty import normalize_answer
 from dynasor_agents.program import DynasorClient
 
@@ -40,7 +40,7 @@ def program_id(system: SystemSpec, rate: float, index: int) -> str:
 
 
 async def run_online(
-    workload: Workload,
+    workload: OnlineWorkload,
     system: SystemSpec,
     *,
     chat: Any,

@@ -1,6 +1,6 @@
 """The online comparison in simulated time: real programs and policies, modeled engines.
 
-:func:`simulate` runs a :class:`Workload` under one :class:`SystemSpec` on
+:func:`simulate` runs a :class:`OnlineWorkload` under one :class:`SystemSpec` on
 ``replicas`` engines of :mod:`._sim_engine` and returns every program's
 :class:`OnlineRow`, as the real load generator would. Only the engine is a model:
 
@@ -33,13 +33,14 @@ Example (four samples that all agree; early stop is certain after the first
 round of two, whose paths take 3 and 5 one-second steps):
     >>> from dynasor_agents.bench._sim_engine import CostModel
     >>> from dynasor_agents.bench._traces import PathTrace, QuestionTrace
-    >>> from dynasor_agents.bench._workload import OnlineStrategy, ProgramSpec, SYSTEMS, Workload
+    >>> from dynasor_agents.bench._workload import (
+    ...     SYSTEMS, OnlineStrategy, OnlineWorkload, ProgramSpec)
     >>> paths = [PathTrace(text="\\\\boxed{4}", answer="4", completion_tokens=n) for n in (3, 5)]
     >>> q = QuestionTrace(id="q:1", source="toy", question="?", gold="4", prompt_tokens=10,
     ...                   paths=paths)
     >>> spec = ProgramSpec(0, 0.0, q, OnlineStrategy("sc-4", 4), difficulty=1.0, base=10.0)
     >>> cost = CostModel("toy", step_base=1.0, per_seq=0.0, per_prefill_token=0.0)
-    >>> run = simulate(Workload(rate=1.0, seed=0, programs=(spec,)), SYSTEMS[1], cost)
+    >>> run = simulate(OnlineWorkload(rate=1.0, seed=0, programs=(spec,)), SYSTEMS[1], cost)
     >>> row = run.rows[0]
     >>> row.answer, row.correct, row.samples, row.stop_reason, row.finish
     ('4', True, 2, 'certain', 5.0)
@@ -63,7 +64,7 @@ import numpy as np
 
 from dynasor_agents.bench._sim_engine import CostModel, Engine, FinishedRequest
 from dynasor_agents.bench._traces import PathTrace
-from dynasor_agents.bench._workload import OnlineRow, ProgramSpec, SystemSpec, Workload
+from dynasor_agents.bench._workload import OnlineRow, OnlineWorkload, ProgramSpec, SystemSpec
 from dynasor_agents.certainty import normalize_answer
 from dynasor_agents.errors import DynasorError, InvalidInputError, ServerError
 from dynasor_agents.program import raise_for_error
@@ -169,7 +170,7 @@ class _Program:
 class _Simulation:
     def __init__(
         self,
-        workload: Workload,
+        workload: OnlineWorkload,
         system: SystemSpec,
         cost: CostModel,
         seed: int,
@@ -438,7 +439,7 @@ class _Simulation:
 
 
 def simulate(
-    workload: Workload,
+    workload: OnlineWorkload,
     system: SystemSpec,
     cost: CostModel,
     *,

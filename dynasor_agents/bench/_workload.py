@@ -1,6 +1,6 @@
 """The online workload: programs arriving as a Poisson process, each with a deadline.
 
-One :class:`Workload` is what every system in an online comparison receives:
+One :class:`OnlineWorkload` is what every system in an online comparison receives:
 the same programs at the same arrival times. A program is a question from a
 trace bank run by one strategy of the mix; its deadline is
 ``slo_scale x difficulty x base``, where ``base`` is the strategy's latency on
@@ -46,7 +46,7 @@ __all__ = [
     "OnlineStrategy",
     "ProgramSpec",
     "SystemSpec",
-    "Workload",
+    "OnlineWorkload",
     "make_workload",
     "poisson_arrivals",
     "source_difficulty",
@@ -156,7 +156,7 @@ class ProgramSpec:
 
 
 @dataclass(frozen=True)
-class Workload:
+class OnlineWorkload:
     """The programs every compared system receives, in arrival order."""
 
     rate: float
@@ -249,7 +249,7 @@ def make_workload(
     seed: int,
     base: Mapping[str, float],
     mix: Mapping[str, tuple[OnlineStrategy, float]] = DEFAULT_MIX,
-) -> Workload:
+) -> OnlineWorkload:
     """Draw ``count`` programs arriving at ``rate`` per second, reproducibly from ``seed``.
 
     Questions are drawn uniformly (with replacement once all are used) and
@@ -295,4 +295,4 @@ def make_workload(
         )
         for i, (q, k) in enumerate(zip(chosen, kinds, strict=True))
     )
-    return Workload(rate=rate, seed=seed, programs=programs)
+    return OnlineWorkload(rate=rate, seed=seed, programs=programs)

@@ -12,9 +12,9 @@ from dynasor_agents.bench._traces import PathTrace, QuestionTrace
 from dynasor_agents.bench._workload import (
     SYSTEMS,
     OnlineStrategy,
+    OnlineWorkload,
     ProgramSpec,
     SystemSpec,
-    Workload,
     make_workload,
 )
 from dynasor_agents.errors import InvalidInputError
@@ -50,15 +50,15 @@ def question(qid: str, paths: Sequence[tuple[str | None, int]], gold: str = "4")
     )
 
 
-def workload(*programs: tuple[float, QuestionTrace, OnlineStrategy]) -> Workload:
+def workload(*programs: tuple[float, QuestionTrace, OnlineStrategy]) -> OnlineWorkload:
     specs = tuple(
         ProgramSpec(i, arrival, q, strategy, difficulty=1.0, base=10.0)
         for i, (arrival, q, strategy) in enumerate(programs)
     )
-    return Workload(rate=1.0, seed=0, programs=specs)
+    return OnlineWorkload(rate=1.0, seed=0, programs=specs)
 
 
-def random_workload(seed: int = 0) -> Workload:
+def random_workload(seed: int = 0) -> OnlineWorkload:
     bank = random_bank(7, questions=6, k=8)
     return make_workload(bank, rate=2.0, count=12, seed=seed, base={"sc-8": 5.0, "sc-16": 8.0})
 
