@@ -3,16 +3,16 @@
 Two measurements, each on prompts made unique so the prefix cache cannot help:
 
 * **decode**: ``B`` concurrent requests of exactly ``T`` tokens
-  (``ignore_eos``) take about ``prefill + T x step(B)``; timing them for
-  several ``B`` and fitting ``step(B) = step_base + per_seq x B`` by least
-  squares gives the decode costs;
+  (``ignore_eos``) take ``T - 1`` decode steps longer than ``B`` requests of
+  one token; timing both for several ``B`` and fitting
+  ``step(B) = step_base + per_seq x B`` by least squares gives the decode costs;
 * **prefill**: one request of ``max_tokens=1`` with a long prompt against one
   with a short prompt; the difference over the extra prompt tokens is the cost
   per prefilled token, and the short request's time less one step is the fixed
   cost of a request (HTTP and API server), the simulator's request overhead.
 
 Example:
-    >>> fit = fit_decode({1: 0.06, 4: 0.075, 16: 0.135}, tokens=1)
+    >>> fit = fit_decode({1: 0.06, 4: 0.075, 16: 0.135})
     >>> round(fit[0], 3), round(fit[1], 4)
     (0.055, 0.005)
 """
@@ -53,12 +53,12 @@ class Calibration:
     prefill_tokens_per_second: float
 
 
-def fit_decode(step_seconds: Mapping[int, float], *, tokens: int) -> tuple[float, float]:
-    """Least-squares ``(step_base, per_seq)`` from seconds per ``tokens``-token run by batch."""
+def fit_decode(step_seconds: Mapping[int, float]) -> tuple[float, float]:
+    """Least-squares ``(step_base, per_seq)`` from seconds per decode step by batch size."""
     if len(step_seconds) < 2:
         raise InvalidInputError("fitting decode costs needs at least two batch sizes")
     batches = np.array(sorted(step_seconds), dtype=float)
-    per_step = np.array([step_seconds[int(b)] / tokens for b in batches])
+    per_step = np.array([step_seconds[int(b)] for b in batches])
     slope, intercept = np.polyfit(batches, per_step, 1)
     return max(float(intercept), 1e-6), max(float(slope), 0.0)
 
@@ -85,6 +85,18 @@ async def _timed(
             f"calibration asked {max_tokens} tokens, the server gave {usage['completion_tokens']}"
         )
     return time.perf_counter() - start, int(usage["prompt_tokens"])
+
+
+async def _batch_seconds(
+    http: httpx.AsyncClient, model: str, b: int, tokens: int, repeats: int
+) -> float:
+    """Fastest of ``repeats`` runs of ``b`` concurrent ``tokens``-token requests."""
+    runs = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        await asyncio.gather(*(_timed(http, model, _unique(8), tokens) for _ in range(b)))
+        runs.append(time.perf_counter() - start)
+    return min(runs)
 
 
 def _unique(words: int) -> str:
@@ -133,19 +145,23 @@ async def calibrate_engine(
         )
         decode: dict[int, float] = {}
         for b in batches:
-            runs = []
-            for _ in range(repeats):
-                t = time.perf_counter()
-                await asyncio.gather(*(_timed(http, model, _unique(8), tokens) for _ in range(b)))
-                runs.append(time.perf_counter() - t - short)
-            decode[b] = min(runs)
-    step_base, per_seq = fit_decode(decode, tokens=tokens)
+            # B requests of 1 token against B of ``tokens``: the difference is
+            # ``tokens - 1`` decode steps of B sequences, overheads cancelled.
+            one = await _batch_seconds(http, model, b, 1, repeats)
+            full = await _batch_seconds(http, model, b, tokens, repeats)
+            if full <= one:
+                raise RuntimeError(
+                    f"decoding {tokens} tokens x {b} took no longer than 1 token x {b} "
+                    f"({full:.3f} s vs {one:.3f} s): is the server busy? raise tokens"
+                )
+            decode[b] = (full - one) / (tokens - 1)
+    step_base, per_seq = fit_decode(decode)
     per_prefill = max(long - short, 0.0) / max(1, long_tokens - short_tokens)
     overhead = max(short - step_base - per_seq, 0.0)
     cost = replace(base, step_base=step_base, per_seq=per_seq, per_prefill_token=per_prefill)
     return Calibration(
         cost=cost,
         request_overhead=overhead,
-        decode_seconds={b: s / tokens for b, s in decode.items()},
+        decode_seconds=decode,
         prefill_tokens_per_second=1.0 / per_prefill if per_prefill > 0 else float("inf"),
     )

@@ -81,7 +81,7 @@ async def run_online(
         pid = program_id(system, workload.rate, spec.index)
         sc = SelfConsistency(
             chat,
-            controller=spec.strategy.controller(early_stop=system.early_stop),
+            controller=spec.strategy.controller(early_stop=system.early_stop, rounds=system.rounds),
             client=client,
             max_tokens=max_tokens,
             program_ids=lambda: pid,

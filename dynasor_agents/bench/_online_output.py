@@ -41,7 +41,15 @@ from dynasor_agents.bench._sim_engine import H100_8B, CostModel
 from dynasor_agents.bench._traces import BankMeta, QuestionTrace
 from dynasor_agents.bench._workload import DEFAULT_MIX, OnlineRow, SystemSpec
 
-__all__ = ["loads_grid", "validation_table", "write_report"]
+__all__ = ["ONE_ROUND", "loads_grid", "validation_table", "write_report"]
+
+ONE_ROUND = SystemSpec(
+    "dynasor-1round",
+    "dynasor",
+    True,
+    "as dynasor, all samples at once and a mid-round stop (projection only)",
+    rounds=1,
+)
 
 
 def loads_grid(top: float, step: float) -> list[float]:
@@ -187,7 +195,10 @@ def write_report(
         f"Simulated CPU engine ({args.sim_programs} programs per run)",
         cpu_rows, slo_scale=slo, fixed_rate=cpu_mid, scales=scales,
     )  # fmt: skip
-    doc += _projection(args, systems, questions, shape, H100_8B, grid, slo, scales, common)
+    # On a GPU a round costs a whole path's time whatever its width, so the
+    # projection adds Dynasor with one round (all samples at once, mid-round stop).
+    gpu_systems = [*systems, ONE_ROUND]
+    doc += _projection(args, gpu_systems, questions, shape, H100_8B, grid, slo, scales, common)
     path = out / "online.md"
     path.write_text("\n".join(doc) + "\n")
     print(f"[online] wrote {path}", flush=True)

@@ -219,7 +219,7 @@ class _Simulation:
     def _arrive(self, spec: ProgramSpec) -> None:
         pid = f"p{spec.index}"
         core = self_consistency_core(
-            spec.strategy.controller(early_stop=self.system.early_stop),
+            spec.strategy.controller(early_stop=self.system.early_stop, rounds=self.system.rounds),
             program_id=pid,
             max_tokens=self.max_tokens,
         )

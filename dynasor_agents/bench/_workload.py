@@ -58,8 +58,8 @@ class OnlineStrategy:
     """A self-consistency program of up to ``samples`` paths.
 
     Without early stop it launches all its samples at once and waits for all
-    (the baseline). With early stop it samples in two rounds of half each and
-    stops once Certaindex reaches ``certain`` (also mid-round, cancelling
+    (the baseline). With early stop it samples in ``rounds`` rounds (default
+    two of half each) and stops once Certaindex reaches ``certain`` (also mid-round, cancelling
     what is still running), or gives up when Certaindex is still below
     ``hopeless_below`` after half its samples.
 
@@ -68,6 +68,8 @@ class OnlineStrategy:
         >>> fixed, early = s.controller(early_stop=False), s.controller(early_stop=True)
         >>> (fixed.first_round, fixed.round_size), (early.first_round, early.round_size)
         ((8, 8), (4, 4))
+        >>> s.controller(early_stop=True, rounds=1).first_round
+        8
     """
 
     name: str
@@ -79,8 +81,16 @@ class OnlineStrategy:
         if self.samples < 2:
             raise InvalidInputError(f"strategy {self.name}: samples must be >= 2")
 
-    def controller(self, *, early_stop: bool) -> CertaintyController:
-        """The controller of one program of this strategy."""
+    def controller(self, *, early_stop: bool, rounds: int = 2) -> CertaintyController:
+        """The controller of one program of this strategy.
+
+        Args:
+            early_stop: Stop on Certaindex (else run all samples).
+            rounds: Detect steps of an early-stopping program; with 1, all
+                samples start at once and the program stops mid-round,
+                cancelling the rest, once the answer is settled whatever they
+                would say.
+        """
         n = self.samples
         if not early_stop:
             return CertaintyController(max_samples(n), first_round=n, round_size=n)
@@ -89,8 +99,8 @@ class OnlineStrategy:
             | hopeless(self.hopeless_below, after=max(2, n // 2))
             | max_samples(n)
         )
-        half = max(1, n // 2)
-        return CertaintyController(policy, first_round=half, round_size=half)
+        size = max(1, -(-n // max(1, rounds)))
+        return CertaintyController(policy, first_round=size, round_size=size)
 
 
 DEFAULT_MIX: Mapping[str, tuple[OnlineStrategy, float]] = {
@@ -111,12 +121,15 @@ class SystemSpec:
             component's program-level policies on vLLM's priority scheduler.
         early_stop: Whether the client stops programs on Certaindex.
         description: One line for the report.
+        rounds: Detect steps of an early-stopping program (see
+            :meth:`OnlineStrategy.controller`).
     """
 
     name: str
     scheduling: Literal["plain", "gang", "dynasor"]
     early_stop: bool
     description: str = ""
+    rounds: int = 2
 
 
 SYSTEMS: tuple[SystemSpec, ...] = (

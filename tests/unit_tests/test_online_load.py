@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 
 import httpx
 import numpy as np
@@ -151,22 +152,21 @@ def test_program_ids_name_system_rate_and_index() -> None:
 
 
 def test_fit_decode_recovers_a_line() -> None:
-    # step(B) = 0.05 + 0.004 B; 10 tokens per run -> seconds = 10 * step(B)
-    seconds = {b: 10 * (0.05 + 0.004 * b) for b in (1, 8, 32)}
-    base, per_seq = fit_decode(seconds, tokens=10)
+    # step(B) = 0.05 + 0.004 B seconds per decode step
+    seconds = {b: 0.05 + 0.004 * b for b in (1, 8, 32)}
+    base, per_seq = fit_decode(seconds)
     assert (base, per_seq) == (pytest.approx(0.05), pytest.approx(0.004))
     with pytest.raises(InvalidInputError, match="two batch sizes"):
-        fit_decode({1: 1.0}, tokens=10)
+        fit_decode({1: 1.0})
 
 
 def test_calibration_asks_for_exact_lengths_on_unique_prompts() -> None:
     seen: list[dict] = []  # type: ignore[type-arg]
 
-    def handler(request: httpx.Request) -> httpx.Response:
-        import json
-
+    async def handler(request: httpx.Request) -> httpx.Response:
         body = json.loads(request.content)
         seen.append(body)
+        await asyncio.sleep(0.005 * body["max_tokens"])  # longer answers take longer
         prompt = 12 if len(body["prompt"]) < 200 else 700
         usage = {"prompt_tokens": prompt, "completion_tokens": body["max_tokens"]}
         return httpx.Response(200, json={"usage": usage})
@@ -191,6 +191,22 @@ def test_calibration_asks_for_exact_lengths_on_unique_prompts() -> None:
     def short(request: httpx.Request) -> httpx.Response:
         return httpx.Response(200, json={"usage": {"prompt_tokens": 5, "completion_tokens": 0}})
 
+    async def inverted(request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        await asyncio.sleep(0.03 if body["max_tokens"] == 1 else 0.0)
+        usage = {"prompt_tokens": 5, "completion_tokens": body["max_tokens"]}
+        return httpx.Response(200, json={"usage": usage})
+
+    with pytest.raises(RuntimeError, match="is the server busy"):
+        asyncio.run(
+            calibrate_engine(
+                "http://x",
+                "m",
+                base=CPU_QWEN_05B,
+                repeats=1,
+                transport=httpx.MockTransport(inverted),
+            )
+        )
     with pytest.raises(RuntimeError, match="asked 1 tokens, the server gave 0"):
         asyncio.run(
             calibrate_engine(
