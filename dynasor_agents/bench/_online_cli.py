@@ -98,6 +98,27 @@ def _systems(text: str | None) -> list[SystemSpec]:
     return [by_name[n] for n in text.split(",")]
 
 
+def _pinned(path: Path, questions: Sequence[QuestionTrace]) -> list[QuestionTrace]:
+    """The questions of the first run of these results (the bank may have grown since).
+
+    Every run of one results directory must draw its workloads from the same
+    questions, or resumed cells and the simulator's validation would serve
+    other programs than the measured ones.
+    """
+    if not path.exists():
+        path.write_text(json.dumps([q.id for q in questions]) + "\n")
+        return list(questions)
+    ids = json.loads(path.read_text())
+    by_id = {q.id: q for q in questions}
+    missing = [i for i in ids if i not in by_id]
+    if missing:
+        raise InvalidInputError(
+            f"{len(missing)} questions of {path} are not in the bank (e.g. {missing[0]}); "
+            "use a new --results directory for another bank"
+        )
+    return [by_id[i] for i in ids]
+
+
 def _load_calibration(path: Path) -> Calibration | None:
     if not path.exists():
         return None
@@ -129,9 +150,10 @@ def online_main(argv: Sequence[str]) -> int:
         raise InvalidInputError(
             f"no recorded trace bank at {path}: record one with `dynasor-agents bench record`"
         )
-    shape = BankShape.of(questions)
     results = args.results or cache_dir() / "online" / f"{path.stem}-s{args.seed}"
     results.mkdir(parents=True, exist_ok=True)
+    questions = _pinned(results / "questions.json", questions)
+    shape = BankShape.of(questions)
     cal_path, rows_path = results / "calibration.json", results / "rows.jsonl"
     cal = _load_calibration(cal_path)
     if cal is None and args.no_measure:
