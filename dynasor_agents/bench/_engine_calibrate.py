@@ -64,20 +64,12 @@ def fit_decode(step_seconds: Mapping[int, float]) -> tuple[float, float]:
 
 
 async def _timed(
-    http: httpx.AsyncClient, model: str, prompt: str, max_tokens: int
+    http: httpx.AsyncClient, model: str, prompt: str, max_tokens: int, sampling: dict[str, float]
 ) -> tuple[float, int]:
     """Seconds one request took, and its prompt tokens."""
     start = time.perf_counter()
-    reply = await http.post(
-        "/v1/completions",
-        json={
-            "model": model,
-            "prompt": prompt,
-            "max_tokens": max_tokens,
-            "ignore_eos": True,
-            "temperature": 0.0,
-        },
-    )
+    body = {"model": model, "prompt": prompt, "max_tokens": max_tokens, "ignore_eos": True}
+    reply = await http.post("/v1/completions", json=body | sampling)
     reply.raise_for_status()
     usage = reply.json()["usage"]
     if usage["completion_tokens"] != max_tokens:
@@ -88,13 +80,19 @@ async def _timed(
 
 
 async def _batch_seconds(
-    http: httpx.AsyncClient, model: str, b: int, tokens: int, repeats: int
+    http: httpx.AsyncClient,
+    model: str,
+    b: int,
+    tokens: int,
+    repeats: int,
+    sampling: dict[str, float],
 ) -> float:
     """Fastest of ``repeats`` runs of ``b`` concurrent ``tokens``-token requests."""
     runs = []
     for _ in range(repeats):
         start = time.perf_counter()
-        await asyncio.gather(*(_timed(http, model, _unique(8), tokens) for _ in range(b)))
+        calls = (_timed(http, model, _unique(8), tokens, sampling) for _ in range(b))
+        await asyncio.gather(*calls)
         runs.append(time.perf_counter() - start)
     return min(runs)
 
@@ -113,6 +111,8 @@ async def calibrate_engine(
     tokens: int = 48,
     long_prompt_words: int = 600,
     repeats: int = 2,
+    temperature: float = 0.0,
+    top_p: float = 1.0,
     api_key: str = "EMPTY",
     transport: httpx.AsyncBaseTransport | None = None,
 ) -> Calibration:
@@ -126,6 +126,9 @@ async def calibrate_engine(
         tokens: Tokens each decode request generates.
         long_prompt_words: Words of the long prompt of the prefill measurement.
         repeats: Runs per measurement (the fastest is kept: noise only adds).
+        temperature: Sampling temperature, as the workload samples: on a CPU
+            the sampler (top-p sorts the vocabulary) is much of a step.
+        top_p: Nucleus sampling, likewise.
         api_key: The server's key.
         transport: HTTP transport (tests pass a mock).
 
@@ -134,21 +137,25 @@ async def calibrate_engine(
         httpx.HTTPStatusError: The server refused a request.
     """
     headers = {"Authorization": f"Bearer {api_key}"}
+    sampling = {"temperature": temperature, "top_p": top_p}
     async with httpx.AsyncClient(
         base_url=root_url, headers=headers, timeout=600, transport=transport
     ) as http:
         short, short_tokens = min(
-            [await _timed(http, model, _unique(8), 1) for _ in range(repeats)]
+            [await _timed(http, model, _unique(8), 1, sampling) for _ in range(repeats)]
         )
         long, long_tokens = min(
-            [await _timed(http, model, _unique(long_prompt_words), 1) for _ in range(repeats)]
+            [
+                await _timed(http, model, _unique(long_prompt_words), 1, sampling)
+                for _ in range(repeats)
+            ]
         )
         decode: dict[int, float] = {}
         for b in batches:
             # B requests of 1 token against B of ``tokens``: the difference is
             # ``tokens - 1`` decode steps of B sequences, overheads cancelled.
-            one = await _batch_seconds(http, model, b, 1, repeats)
-            full = await _batch_seconds(http, model, b, tokens, repeats)
+            one = await _batch_seconds(http, model, b, 1, repeats, sampling)
+            full = await _batch_seconds(http, model, b, tokens, repeats, sampling)
             if full <= one:
                 raise RuntimeError(
                     f"decoding {tokens} tokens x {b} took no longer than 1 token x {b} "

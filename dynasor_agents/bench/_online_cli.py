@@ -228,7 +228,15 @@ def _measure_group(
         if cal is None:
             print("[online] calibrating the cost model on the idle server", flush=True)
             limits = replace(CPU_QWEN_05B, name="cpu-calibrated", max_num_seqs=args.max_num_seqs)
-            cal = asyncio.run(calibrate_engine(server.root_url, args.model, base=limits))
+            cal = asyncio.run(
+                calibrate_engine(
+                    server.root_url,
+                    args.model,
+                    base=limits,
+                    temperature=meta.temperature,
+                    top_p=meta.top_p,
+                )
+            )
             _save_calibration(cal_path, cal)
             print(f"[online] {cal}", flush=True)
         rates, base = _rates_and_bases(args, cal, BankShape.of(questions))

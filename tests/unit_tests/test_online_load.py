@@ -179,10 +179,14 @@ def test_calibration_asks_for_exact_lengths_on_unique_prompts() -> None:
             batches=(1, 2),
             tokens=4,
             repeats=1,
+            temperature=0.7,
+            top_p=0.95,
             transport=httpx.MockTransport(handler),
         )
     )
     assert all(b["ignore_eos"] and b["model"] == "m" for b in seen)
+    # Sampled as the workload samples: on a CPU the sampler is much of a step.
+    assert all(b["temperature"] == 0.7 and b["top_p"] == 0.95 for b in seen)
     prompts = [b["prompt"] for b in seen]
     assert len(set(prompts)) == len(prompts)  # the prefix cache cannot help
     assert sorted(cal.decode_seconds) == [1, 2]
