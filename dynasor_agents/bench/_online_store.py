@@ -268,7 +268,15 @@ class RateBound:
 
     def __str__(self) -> str:
         prefix = "" if self.kind == "exact" else self.relation
-        return f"{prefix}{self.value:.2f}"
+        return f"{prefix}{_sig(self.value)}"
+
+
+def _sig(value: float) -> str:
+    """Two decimals, or three significant digits for small rates (0.0316)."""
+    if not 0 < value < 1:
+        return f"{value:.2f}"
+    text = f"{value:.3g}"
+    return text + "0" * max(0, 2 - len(text.split(".")[1]))
 
 
 def max_rate(points: Sequence[tuple[float, float]], target: float = 0.9) -> RateBound:

@@ -385,3 +385,10 @@ def test_plot_writes_png(tmp_path: Path) -> None:
     )
     with pytest.raises(InvalidInputError, match="neither"):
         plot_online(tmp_path / "none.png", [], **kw)  # type: ignore[arg-type]
+
+
+def test_small_rates_keep_three_significant_digits() -> None:
+    # CPU rates are a few hundredths of a program per second: 0.03 would hide them.
+    assert str(RateBound(0.03157, "exact")) == "0.0316"
+    assert str(RateBound(0.5, "at least")) == ">=0.50"
+    assert str(RateBound(19.061, "exact")) == "19.06"
