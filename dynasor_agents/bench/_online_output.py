@@ -98,11 +98,22 @@ def validation_table(
 def _section(
     title: str,
     rows: Sequence[OnlineRow],
+    png: Path,
     *,
     slo_scale: float,
     fixed_rate: float,
     scales: Sequence[float],
+    overlay: Sequence[OnlineRow] | None = None,
 ) -> list[str]:
+    """Plot ``rows`` into ``png`` and tabulate them under ``title``.
+
+    With ``overlay`` (the simulator's rows for the same workloads), ``rows``
+    are measured ones and the plot draws both; without, ``rows`` are simulated.
+    """
+    if overlay is None:
+        plot_online(png, (), rows, slo_scale=slo_scale, fixed_rate=fixed_rate, scales=scales)
+    else:
+        plot_online(png, rows, overlay, slo_scale=slo_scale, fixed_rate=fixed_rate, scales=scales)
     return [
         f"### {title}",
         "",
@@ -165,13 +176,10 @@ def write_report(
             overhead=cal.request_overhead, label="validate", **common,
         )  # fmt: skip
         table, error = validation_table(rows, sim_same, slo)
-        plot_online(
-            out / "online_measured.png", rows, sim_same,
-            slo_scale=slo, fixed_rate=mid_rate, scales=scales,
-        )  # fmt: skip
         doc += _section(
             f"Measured on the CPU server ({args.programs} programs per run)",
-            rows, slo_scale=slo, fixed_rate=mid_rate, scales=scales,
+            rows, out / "online_measured.png", overlay=sim_same,
+            slo_scale=slo, fixed_rate=mid_rate, scales=scales,
         )  # fmt: skip
         doc += [
             "### Simulator against the measured runs (same workloads)",
@@ -188,12 +196,9 @@ def write_report(
         overhead=cal.request_overhead, label="simulate cpu", **common,
     )  # fmt: skip
     cpu_mid = cpu_rates[grid.index(1.0)]
-    plot_online(
-        out / "online_sim_cpu.png", (), cpu_rows, slo_scale=slo, fixed_rate=cpu_mid, scales=scales
-    )
     doc += _section(
         f"Simulated CPU engine ({args.sim_programs} programs per run)",
-        cpu_rows, slo_scale=slo, fixed_rate=cpu_mid, scales=scales,
+        cpu_rows, out / "online_sim_cpu.png", slo_scale=slo, fixed_rate=cpu_mid, scales=scales,
     )  # fmt: skip
     # On a GPU a round costs a whole path's time whatever its width, so the
     # projection adds Dynasor with one round (all samples at once, mid-round stop).
@@ -234,12 +239,9 @@ def _projection(
             **common,  # type: ignore[arg-type]
         )  # fmt: skip
         mid = rates[list(grid).index(1.0)]
-        plot_online(
-            args.out / f"online_{cost.name}_x{replicas}.png", (), rows,
-            slo_scale=slo, fixed_rate=mid, scales=scales,
-        )  # fmt: skip
         doc += _section(
             f"{replicas} replica(s), {args.sim_programs * replicas} programs per run",
-            rows, slo_scale=slo, fixed_rate=mid, scales=scales,
+            rows, args.out / f"online_{cost.name}_x{replicas}.png",
+            slo_scale=slo, fixed_rate=mid, scales=scales,
         )  # fmt: skip
     return doc

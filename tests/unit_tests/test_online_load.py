@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import dataclasses
 import json
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -217,3 +220,47 @@ def test_calibration_asks_for_exact_lengths_on_unique_prompts() -> None:
                 "http://x", "m", base=CPU_QWEN_05B, transport=httpx.MockTransport(short)
             )
         )
+
+
+def test_report_simulates_beside_the_measurement_and_writes_tables_and_plots(
+    tmp_path: Path,
+) -> None:
+    from dynasor_agents.bench._engine_calibrate import Calibration
+    from dynasor_agents.bench._online_output import write_report
+    from dynasor_agents.bench._online_plan import BankShape, bases
+    from dynasor_agents.bench._sim import simulate
+    from dynasor_agents.bench._traces import BankMeta
+    from dynasor_agents.bench._workload import DEFAULT_MIX
+
+    bank = random_bank(3, questions=6, k=16)
+    cost = dataclasses.replace(CPU_QWEN_05B, name="toy-cpu", max_num_seqs=8)
+    cal = Calibration(cost, 0.01, {1: 0.05, 8: 0.08}, 2000.0)
+    shape = BankShape.of(bank)
+    base = bases(cost, shape, DEFAULT_MIX, overhead=0.01)
+    # "Measured" rows stand in from the simulator itself: the validation is then exact.
+    wl = make_workload(bank, rate=0.05, count=3, seed=0, base=base)
+    rows = [
+        r
+        for s in SYSTEMS
+        for r in simulate(wl, s, cost, max_tokens=320, request_overhead=0.01).rows
+    ]
+    args = argparse.Namespace(
+        out=tmp_path,
+        scales="1,2,4",
+        slo_scale=3.0,
+        seed=0,
+        programs=3,
+        sim_programs=3,
+        replicas="1",
+    )
+    meta = BankMeta(model="m", k=16, max_tokens=320, temperature=0.7, top_p=0.95,
+                    top_logprobs=5, system_prompt="s", seed=0)  # fmt: skip
+    path = write_report(
+        args, systems=SYSTEMS, questions=bank, meta=meta, shape=shape, cal=cal,
+        rates=[0.05], base=base, rows=rows,
+    )  # fmt: skip
+    text = path.read_text()
+    assert "Mean absolute error of the mean latency over cells: 0%." in text
+    assert "## Projection: h100-8b" in text and "| dynasor-1round |" in text
+    for png in ("online_measured", "online_sim_cpu", "online_h100-8b_x1"):
+        assert (tmp_path / f"{png}.png").stat().st_size > 0
