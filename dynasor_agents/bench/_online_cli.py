@@ -143,6 +143,12 @@ def online_main(argv: Sequence[str]) -> int:
     from dynasor_agents.server._checkpoint import cache_dir
 
     args = _parser().parse_args(list(argv))
+    for flag in ("programs", "sim_programs", "max_num_seqs"):
+        if getattr(args, flag) < 1:
+            raise InvalidInputError(f"--{flag.replace('_', '-')} must be >= 1")
+    if not args.slo_scale > 0:
+        raise InvalidInputError(f"--slo-scale must be > 0, got {args.slo_scale}")
+    _floats(args.scales, "--scales")
     systems = _systems(args.systems)
     path = bank_path(args.bank)
     questions, meta = load_bank(path), load_meta(path)

@@ -264,3 +264,19 @@ def test_report_simulates_beside_the_measurement_and_writes_tables_and_plots(
     assert "## Projection: h100-8b" in text and "| dynasor-1round |" in text
     for png in ("online_measured", "online_sim_cpu", "online_h100-8b_x1"):
         assert (tmp_path / f"{png}.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--programs", "0"], "--programs must be >= 1"),
+        (["--slo-scale", "-1"], "--slo-scale must be > 0"),
+        (["--scales", "1,x"], "--scales must be comma-separated numbers"),
+        (["--systems", "baseline,fastest"], "unknown systems"),
+    ],
+)
+def test_online_command_names_bad_arguments(argv: list[str], message: str) -> None:
+    from dynasor_agents.bench._online_cli import online_main
+
+    with pytest.raises(InvalidInputError, match=message):
+        online_main(argv)
