@@ -27,6 +27,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, replace
 from pathlib import Path
 
+from dynasor_agents.bench._cli import BENCH_MODEL
 from dynasor_agents.bench._engine_calibrate import Calibration, calibrate_engine
 from dynasor_agents.bench._online_plan import BankShape, bases, capacity
 from dynasor_agents.bench._sim_engine import CPU_QWEN_05B, CostModel
@@ -42,7 +43,6 @@ from dynasor_agents.errors import InvalidInputError
 
 __all__ = ["online_main"]
 
-BENCH_MODEL = "qwen2.5-coder-0.5b"
 SERVER_GROUPS: tuple[str, ...] = ("plain", "dynasor", "gang")
 
 
@@ -54,6 +54,13 @@ def _floats(text: str, what: str) -> list[float]:
     if not values or any(v <= 0 for v in values):
         raise InvalidInputError(f"{what} must be numbers > 0, got {text!r}")
     return sorted(values)
+
+
+def _counts(text: str, what: str) -> list[int]:
+    values = _floats(text, what)
+    if any(not v.is_integer() for v in values):
+        raise InvalidInputError(f"{what} must be whole numbers, got {text!r}")
+    return [int(v) for v in values]
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -148,7 +155,7 @@ def online_main(argv: Sequence[str]) -> int:
             raise InvalidInputError(f"--{flag.replace('_', '-')} must be >= 1")
     if not args.slo_scale > 0:
         raise InvalidInputError(f"--slo-scale must be > 0, got {args.slo_scale}")
-    _floats(args.scales, "--scales")
+    scales, replicas = _floats(args.scales, "--scales"), _counts(args.replicas, "--replicas")
     systems = _systems(args.systems)
     path = bank_path(args.bank)
     questions, meta = load_bank(path), load_meta(path)
@@ -164,7 +171,7 @@ def online_main(argv: Sequence[str]) -> int:
     cal = _load_calibration(cal_path)
     if cal is None and args.no_measure:
         raise InvalidInputError(f"no calibration in {results}; run without --no-measure first")
-    rows = load_rows(rows_path) if rows_path.exists() else []
+    rows = load_rows(rows_path, missing_ok=True)
     print(f"[online] {len(questions)} questions from {path}; results in {results}", flush=True)
 
     if not args.no_measure:
@@ -190,6 +197,7 @@ def online_main(argv: Sequence[str]) -> int:
     write_report(
         args, systems=systems, questions=questions, meta=meta, shape=shape, cal=cal,
         rates=rates, base=base, rows=[r for r in rows if r.rate in rates],
+        scales=scales, replicas=replicas,
     )  # fmt: skip
     return 0
 
@@ -199,7 +207,7 @@ def _rates_and_bases(
 ) -> tuple[list[float], dict[str, float]]:
     """The run's rates (from ``--rates``, or ``--loads`` x capacity) and deadline bases."""
     base = bases(cal.cost, shape, DEFAULT_MIX, overhead=cal.request_overhead)
-    cap = capacity(cal.cost, shape, {n: (s.samples, w) for n, (s, w) in DEFAULT_MIX.items()})
+    cap = capacity(cal.cost, shape, DEFAULT_MIX)
     if args.rates:
         rates = _floats(args.rates, "--rates")
     else:
@@ -282,14 +290,10 @@ async def _run_cells(
         timeout=3600,
     )
     client = None if plain else DynasorClient(root_url)
+    done = done_cells(load_rows(rows_path, missing_ok=True), count=args.programs)
     try:
         for system in members:
             for rate in rates:
-                done = (
-                    done_cells(load_rows(rows_path), count=args.programs)
-                    if rows_path.exists()
-                    else set()
-                )
                 if (system.name, rate) in done:
                     continue
                 workload = make_workload(

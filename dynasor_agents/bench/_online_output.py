@@ -57,10 +57,6 @@ def loads_grid(top: float, step: float) -> list[float]:
     return [round(step * i, 6) for i in range(1, round(top / step) + 1)]
 
 
-def _mix_samples() -> dict[str, tuple[int, float]]:
-    return {n: (s.samples, w) for n, (s, w) in DEFAULT_MIX.items()}
-
-
 def validation_table(
     measured: Sequence[OnlineRow], simulated: Sequence[OnlineRow], slo_scale: float
 ) -> tuple[str, float]:
@@ -141,14 +137,19 @@ def write_report(
     rates: Sequence[float],
     base: dict[str, float],
     rows: Sequence[OnlineRow],
+    scales: Sequence[float],
+    replicas: Sequence[int],
 ) -> Path:
-    """Simulate, tabulate and plot; return the written ``online.md``."""
+    """Simulate, tabulate and plot; return the written ``online.md``.
+
+    ``scales`` are the SLO scales of the SLO sweep and ``replicas`` the
+    replica counts of the projection (both checked by the caller).
+    """
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
-    scales = sorted(float(s) for s in args.scales.split(","))
     slo = float(args.slo_scale)
     common = {"seed": args.seed, "mix": DEFAULT_MIX, "max_tokens": meta.max_tokens}
-    cpu_cap = capacity(cal.cost, shape, _mix_samples())
+    cpu_cap = capacity(cal.cost, shape, DEFAULT_MIX)
     mid_rate = rates[len(rates) // 2]
     doc = [
         "# Online serving under load",
@@ -203,7 +204,9 @@ def write_report(
     # On a GPU a round costs a whole path's time whatever its width, so the
     # projection adds Dynasor with one round (all samples at once, mid-round stop).
     gpu_systems = [*systems, ONE_ROUND]
-    doc += _projection(args, gpu_systems, questions, shape, H100_8B, grid, slo, scales, common)
+    doc += _projection(
+        args, gpu_systems, questions, shape, H100_8B, grid, slo, scales, replicas, common
+    )
     path = out / "online.md"
     path.write_text("\n".join(doc) + "\n")
     print(f"[online] wrote {path}", flush=True)
@@ -219,10 +222,11 @@ def _projection(
     grid: Sequence[float],
     slo: float,
     scales: Sequence[float],
+    replica_counts: Sequence[int],
     common: dict[str, object],
 ) -> list[str]:
     base = bases(cost, shape, DEFAULT_MIX, overhead=0.0)
-    cap = capacity(cost, shape, _mix_samples())
+    cap = capacity(cost, shape, DEFAULT_MIX)
     doc = [
         f"## Projection: {cost.name}",
         "",
@@ -231,7 +235,7 @@ def _projection(
         + ".",
         "",
     ]
-    for replicas in sorted(int(r) for r in args.replicas.split(",")):
+    for replicas in sorted(replica_counts):
         rates = [round(g * cap * replicas, 5) for g in grid]
         rows = sweep(
             questions, systems, rates, cost=cost, count=args.sim_programs * replicas,

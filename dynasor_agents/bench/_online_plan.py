@@ -13,12 +13,13 @@ projection.
 
 Example:
     >>> from dynasor_agents.bench._sim_engine import CostModel
+    >>> from dynasor_agents.bench._workload import OnlineStrategy
     >>> cost = CostModel("toy", step_base=0.01, per_seq=0.001, per_prefill_token=0.0001,
     ...                  max_num_seqs=64)
     >>> shape = BankShape(path_tokens=200.0, prompt_tokens=100.0)
     >>> round(base_latency(cost, shape, samples=8, overhead=0.0), 3)
     3.62
-    >>> round(capacity(cost, shape, {"sc-8": (8, 1.0)}), 4)
+    >>> round(capacity(cost, shape, {"sc-8": (OnlineStrategy("sc-8", 8), 1.0)}), 4)
     0.5405
 """
 
@@ -84,16 +85,18 @@ def bases(
     }
 
 
-def capacity(cost: CostModel, shape: BankShape, mix: Mapping[str, tuple[int, float]]) -> float:
+def capacity(
+    cost: CostModel, shape: BankShape, mix: Mapping[str, tuple[OnlineStrategy, float]]
+) -> float:
     """Programs per second the engine sustains at best with fixed sample counts.
 
     Args:
         cost: The engine.
         shape: The bank's path and prompt lengths.
-        mix: Strategy name to (samples, share).
+        mix: Strategy name to (strategy, share).
     """
     share = sum(w for _, w in mix.values())
-    samples = sum(n * w for n, w in mix.values()) / share
+    samples = sum(s.samples * w for s, w in mix.values()) / share
     batch = cost.max_num_seqs
     context = int(batch * (shape.prompt_tokens + shape.path_tokens / 2))
     if cost.kv_capacity is not None:

@@ -244,20 +244,12 @@ def test_report_simulates_beside_the_measurement_and_writes_tables_and_plots(
         for s in SYSTEMS
         for r in simulate(wl, s, cost, max_tokens=320, request_overhead=0.01).rows
     ]
-    args = argparse.Namespace(
-        out=tmp_path,
-        scales="1,2,4",
-        slo_scale=3.0,
-        seed=0,
-        programs=3,
-        sim_programs=3,
-        replicas="1",
-    )
+    args = argparse.Namespace(out=tmp_path, slo_scale=3.0, seed=0, programs=3, sim_programs=3)
     meta = BankMeta(model="m", k=16, max_tokens=320, temperature=0.7, top_p=0.95,
                     top_logprobs=5, system_prompt="s", seed=0)  # fmt: skip
     path = write_report(
         args, systems=SYSTEMS, questions=bank, meta=meta, shape=shape, cal=cal,
-        rates=[0.05], base=base, rows=rows,
+        rates=[0.05], base=base, rows=rows, scales=[1.0, 2.0, 4.0], replicas=[1],
     )  # fmt: skip
     text = path.read_text()
     assert "Mean absolute error of the mean latency over cells: 0%." in text
@@ -273,6 +265,7 @@ def test_report_simulates_beside_the_measurement_and_writes_tables_and_plots(
         (["--slo-scale", "-1"], "--slo-scale must be > 0"),
         (["--scales", "1,x"], "--scales must be comma-separated numbers"),
         (["--systems", "baseline,fastest"], "unknown systems"),
+        (["--replicas", "1,2.5"], "--replicas must be whole numbers"),
     ],
 )
 def test_online_command_names_bad_arguments(argv: list[str], message: str) -> None:
