@@ -20,6 +20,7 @@ Example:
 from dynasor_agents._allocation import PoolMember, TokenPool, budget_curve, pool_share
 from dynasor_agents._batch import BatchAllocator, BatchReport, QuestionReport
 from dynasor_agents._progress import Progress
+from dynasor_agents._ranking import GainCurve, Ranking, by_gain, lowest_certainty
 from dynasor_agents._stopping import (
     adaptive_consistency,
     beta_stop_probability,
@@ -92,6 +93,7 @@ __all__ = [
     "CompletionsModel",
     "Decision",
     "DynasorClient",
+    "GainCurve",
     "DynasorError",
     "Hints",
     "InvalidInputError",
@@ -107,6 +109,7 @@ __all__ = [
     "ProgramStoppedError",
     "Progress",
     "QuestionReport",
+    "Ranking",
     "SelfConsistency",
     "SelfConsistencyResult",
     "ServerError",
@@ -123,12 +126,14 @@ __all__ = [
     "beam",
     "beta_stop_probability",
     "budget_curve",
+    "by_gain",
     "certaindex",
     "chatml",
     "cluster_answers",
     "early_stopping",
     "extract_answer",
     "hopeless",
+    "lowest_certainty",
     "majority_share",
     "max_samples",
     "mcts",

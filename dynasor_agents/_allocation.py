@@ -30,13 +30,16 @@ where ``claims`` holds back, for the *other* members:
    yet, so every question gets a first sample before any gets a next round
    (questions start in join order: a member that has not started may take
    its own floor from what the earlier ones leave);
-2. a whole round (its latest ask) for every member *more uncertain* than the
+2. a whole round (its latest ask) for every member *ranked ahead of* the
    asking one that is *between rounds* (no tokens held, no request running),
-   i.e. about to ask. More uncertain means a lower Certaindex (the latest its
-   program reported, at any check), ties going to the member that joined first.
+   i.e. about to ask. The pool's :class:`~dynasor_agents.Ranking` orders
+   members by their latest Certaindex (the latest their program reported, at
+   any check), ties going to the member that joined first. The default,
+   :class:`~dynasor_agents.lowest_certainty`, ranks the most uncertain first;
+   :class:`~dynasor_agents.by_gain` ranks the most to gain first.
 
 A member in the middle of a round claims nothing more: it has its round. So
-among the members waiting for tokens the lowest Certaindex is served first,
+among the members waiting for tokens the top-ranked is served first,
 grants are deterministic given the order of the asks, and when the pool is not
 scarce every member gets its whole ask.
 
@@ -54,10 +57,9 @@ Example (two members; the more uncertain one keeps room for its next round):
 
 from __future__ import annotations
 
-import itertools
-import math
 from collections.abc import Sequence
 
+from dynasor_agents._ranking import Piecewise, Ranking, lowest_certainty
 from dynasor_agents.controller import Policy, ProgramState, StopReason, Verdict
 from dynasor_agents.errors import BudgetExhaustedError, InvalidInputError
 
@@ -76,9 +78,12 @@ class TokenPool:
     Args:
         total: Completion tokens the whole batch may spend (``None``: no limit;
             the pool then only counts).
+        ranking: Which waiting member is served first when tokens are scarce
+            (default :class:`~dynasor_agents.lowest_certainty`).
 
     Attributes:
         total: The budget.
+        ranking: The ranking.
         spent: Completion tokens the members' requests reported.
         reserved: Tokens granted to members and not yet spent or given back.
         peak: The highest ``spent + reserved`` seen (never above ``total``
@@ -94,8 +99,11 @@ class TokenPool:
         (120, 0, 380)
     """
 
-    def __init__(self, total: int | None = None) -> None:
+    def __init__(self, total: int | None = None, *, ranking: Ranking | None = None) -> None:
+        if ranking is not None and not isinstance(ranking, Ranking):
+            raise InvalidInputError(f"ranking must be a Ranking, got {ranking!r}")
         self.total = _positive("total", total)
+        self.ranking: Ranking = ranking if ranking is not None else lowest_certainty()
         self.spent = 0
         self.reserved = 0
         self.peak = 0
@@ -145,15 +153,16 @@ class TokenPool:
         """
         room: int | None = None
         if self.total is not None:
-            mine = (member.certainty, member.order)
+            key = self.ranking.key
+            mine = (key(member.certainty), member.order)
             free = self.free or 0
             claims = owed_earlier = 0
             for other in self._members:
                 if not other.active or other is member:
                     continue
                 idle = other.held == 0 and other.in_flight == 0
-                if idle and (other.certainty, other.order) < mine:
-                    claims += other.ask  # about to ask for a round, and more uncertain
+                if idle and (key(other.certainty), other.order) < mine:
+                    claims += other.ask  # about to ask for a round, and ranked ahead
                 elif not other.started:
                     claims += min(other.floor, other.ask)  # owed a first sample
                 if not other.started and other.order < member.order:
@@ -208,7 +217,7 @@ class PoolMember:
         name: Its name in reports.
         order: Join order (breaks Certaindex ties: earlier first).
         limit: Its own cap on completion tokens, if any.
-        certainty: Its latest Certaindex (its priority: lower asks first).
+        certainty: Its latest Certaindex (what the pool's ranking orders by).
         ask: Tokens its latest round asked for (0 once it stopped).
         floor: One sample's tokens, owed to it until it starts.
         started: It asked for a round (or sent a request) already.
@@ -441,34 +450,12 @@ class budget_curve(Policy):  # noqa: N801
     """
 
     def __init__(self, points: Sequence[tuple[float, int]]) -> None:
-        try:
-            pairs = [(float(c), float(t)) for c, t in points]
-        except (TypeError, ValueError) as exc:
-            raise InvalidInputError(
-                f"budget_curve expects (certainty, tokens) pairs, got {points!r}"
-            ) from exc
-        if not pairs:
-            raise InvalidInputError("budget_curve needs at least one point")
-        xs = [c for c, _ in pairs]
-        if any(not 0.0 <= c <= 1.0 or math.isnan(c) for c in xs):
-            raise InvalidInputError(f"budget_curve certainties must be in [0, 1], got {xs}")
-        if any(b <= a for a, b in itertools.pairwise(xs)):
-            raise InvalidInputError(f"budget_curve: unsorted certainties {xs}")
-        if any(not t >= 0 or math.isinf(t) for _, t in pairs):
-            raise InvalidInputError(
-                f"budget_curve tokens must be finite and >= 0, got {[t for _, t in pairs]}"
-            )
-        self.points: tuple[tuple[float, float], ...] = tuple(pairs)
+        self._curve = Piecewise(points, "token", name="budget_curve", minimum=0)
+        self.points: tuple[tuple[float, float], ...] = self._curve.points
 
     def budget_at(self, certainty: float) -> int:
         """The budget at ``certainty`` (whole tokens)."""
-        pts = self.points
-        if certainty <= pts[0][0]:
-            return round(pts[0][1])
-        for (x0, y0), (x1, y1) in itertools.pairwise(pts):
-            if certainty <= x1:
-                return round(y0 + (y1 - y0) * (certainty - x0) / (x1 - x0))
-        return round(pts[-1][1])
+        return round(self._curve.at(certainty))
 
     def __call__(self, state: ProgramState) -> Verdict:
         budget = self.budget_at(state.certainty if state.samples else 0.0)

@@ -55,6 +55,7 @@ from pydantic import BaseModel
 
 from dynasor_agents._allocation import PoolMember, TokenPool, pool_share
 from dynasor_agents._progress import Progress
+from dynasor_agents._ranking import Ranking
 from dynasor_agents.controller import CertaintyController, Policy, max_tokens
 from dynasor_agents.errors import BudgetExhaustedError, InvalidInputError, NoSamplesError
 
@@ -230,6 +231,10 @@ class BatchAllocator:
             print with (its total is set to the batch size when 0).
         sample_tokens: Per-sample ``max_tokens`` when the strategy has none.
         label: The progress line's label.
+        ranking: Which waiting question gets tokens first when the budget is
+            scarce (default :class:`~dynasor_agents.lowest_certainty`; use
+            ``by_gain(curve)`` with a :class:`~dynasor_agents.GainCurve` fitted
+            on the workload to serve the questions with most to gain).
 
     A strategy's ``abatch`` / ``batch`` use the allocator given to the strategy
     (``allocator=``) or to the call (``allocator=`` keyword); without one they
@@ -248,6 +253,7 @@ class BatchAllocator:
         *,
         sample_tokens: int | None = None,
         label: str = "batch",
+        ranking: Ranking | None = None,
     ) -> None:
         for name, value in (
             ("total_tokens", total_tokens),
@@ -261,6 +267,8 @@ class BatchAllocator:
                 raise InvalidInputError(f"{name} must be an int >= 1 or None, got {value!r}")
         if policy is not None and not isinstance(policy, Policy):
             raise InvalidInputError(f"policy must be a Policy, got {policy!r}")
+        if ranking is not None and not isinstance(ranking, Ranking):
+            raise InvalidInputError(f"ranking must be a Ranking, got {ranking!r}")
         if not isinstance(progress, bool | Progress):
             raise InvalidInputError(f"progress must be a bool or a Progress, got {progress!r}")
         self.total_tokens = total_tokens
@@ -270,6 +278,7 @@ class BatchAllocator:
         self.progress = progress
         self.sample_tokens = sample_tokens
         self.label = label
+        self.ranking = ranking
         self.last_report: BatchReport | None = None
         """The report of the batch that finished last (see :meth:`arun` for concurrent batches)."""
 
@@ -361,7 +370,7 @@ class BatchAllocator:
         if base is not None and not isinstance(base, CertaintyController):
             base = None
         sample = self._sample_tokens(strategy, base, len(items))
-        pool = TokenPool(self.total_tokens)
+        pool = TokenPool(self.total_tokens, ranking=self.ranking)
         first_ask = (base.first_round if base is not None else 1) * (sample or 0)
         if self.per_query_tokens is not None:
             first_ask = min(first_ask, self.per_query_tokens)

@@ -9,9 +9,11 @@ rule is pure (no I/O, no clock), so a live batch scheduler can reuse it:
   samples, when its Certaindex reached ``stop_at`` (the paper's policy; ``None``
   disables it), or when it is *hopeless*: Certaindex below ``floor`` after at
   least ``floor_after`` samples;
-* among active questions, those above the floor come first, then the lowest
-  Certaindex (the most to gain from another sample), then the fewest samples,
-  then the lowest index (:func:`priority`, :func:`pick`).
+* among active questions, those above the floor come first, then the rule's
+  :class:`~dynasor_agents.Ranking` (the live ``TokenPool`` ranks with the same
+  objects): the lowest Certaindex by default, or the most expected gain with
+  :class:`~dynasor_agents.by_gain`; then the fewest samples, then the lowest
+  index (:func:`priority`, :func:`pick`).
 
 :func:`allocate` replays this on a trace bank. A sample is charged its
 recorded length; when less budget is left than that, it is cut at the budget
@@ -19,6 +21,10 @@ recorded length; when less budget is left than that, it is cut at the budget
 Detect samples are handed out round-robin (first sample of every question,
 then the second, ...), so a budget too small for the detect step is shared
 fairly. Each question answers with the majority of its samples.
+
+:func:`gain_observations` reads, from labeled traces, what one more sample was
+worth at each Certaindex, the data :meth:`~dynasor_agents.GainCurve.fit` fits
+a gain curve to.
 
 Example:
     >>> rule = AllocationRule(detect=2, max_samples=4, floor=0.2, floor_after=4)
@@ -31,9 +37,10 @@ Example:
 from __future__ import annotations
 
 import heapq
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 
+from dynasor_agents._ranking import Ranking, lowest_certainty
 from dynasor_agents.bench._replay import CertaindexMemo, Outcome, PreparedQuestion, majority
 from dynasor_agents.errors import InvalidInputError
 
@@ -41,6 +48,7 @@ __all__ = [
     "AllocationRule",
     "QuestionStatus",
     "allocate",
+    "gain_observations",
     "pick",
     "priority",
     "settled",
@@ -58,6 +66,7 @@ class AllocationRule:
             never; the budget then flows to the least certain questions).
         floor: Certaindex under which a question counts as hopeless.
         floor_after: Samples before a question can be judged hopeless.
+        ranking: The order of active questions above the floor.
     """
 
     detect: int = 4
@@ -65,6 +74,7 @@ class AllocationRule:
     stop_at: float | None = None
     floor: float = 0.2
     floor_after: int = 8
+    ranking: Ranking = field(default_factory=lowest_certainty)
 
     def __post_init__(self) -> None:
         if self.detect < 1 or self.max_samples < self.detect:
@@ -77,6 +87,8 @@ class AllocationRule:
             raise InvalidInputError(f"floor must be in [0, 1], got {self.floor!r}")
         if self.floor_after < 1:
             raise InvalidInputError(f"floor_after must be >= 1, got {self.floor_after!r}")
+        if not isinstance(self.ranking, Ranking):
+            raise InvalidInputError(f"ranking must be a Ranking, got {self.ranking!r}")
 
 
 @dataclass(frozen=True)
@@ -114,7 +126,12 @@ def priority(
         >>> priority(QuestionStatus(4, 0.1), rule, 0) > priority(QuestionStatus(4, 0.5), rule, 1)
         True
     """
-    return (status.certainty < rule.floor, status.certainty, status.samples, index)
+    return (
+        status.certainty < rule.floor,
+        rule.ranking.key(status.certainty),
+        status.samples,
+        index,
+    )
 
 
 def pick(statuses: Sequence[QuestionStatus], rule: AllocationRule) -> int | None:
@@ -245,3 +262,51 @@ def allocate(
         answer = majority(s.answers)
         outcomes.append(Outcome(answer, q.is_correct(answer), len(s.answers), s.tokens, reason))
     return outcomes
+
+
+def gain_observations(
+    questions: Sequence[PreparedQuestion],
+    orders: Sequence[Sequence[int]],
+    *,
+    start: int,
+    samples: int,
+    memo: CertaindexMemo | None = None,
+) -> Iterator[tuple[float, float]]:
+    """What one more sample was worth, at each Certaindex, on labeled traces.
+
+    For every question, ordering and ``n`` in ``[start, samples)``: the
+    Certaindex of the first ``n`` samples, and the accuracy the majority gained
+    per further sample from there to ``samples``
+    (``(correct(samples) - correct(n)) / (samples - n)``; negative when more
+    samples made it wrong).
+
+    Raises:
+        InvalidInputError: Mismatched inputs, ``start`` not in ``[1, samples)``,
+            or an ordering shorter than ``samples``.
+
+    Example:
+        >>> from dynasor_agents.bench._replay import prepare_question
+        >>> from dynasor_agents.bench._traces import PathTrace, QuestionTrace
+        >>> paths = [PathTrace(text="", answer=a, completion_tokens=5) for a in "5444"]
+        >>> q = prepare_question(QuestionTrace(id="t:1", source="t", question="?", gold="4",
+        ...                                    prompt_tokens=1, paths=paths))
+        >>> [(round(c, 2), g) for c, g in gain_observations([q], [[0, 1, 2, 3]], start=1,
+        ...                                                 samples=4)]
+        [(0.0, 0.3333333333333333), (0.0, 0.5), (0.42, 0.0)]
+    """
+    if len(questions) != len(orders):
+        raise InvalidInputError(f"{len(questions)} questions but {len(orders)} orderings")
+    if not 1 <= start < samples:
+        raise InvalidInputError(f"need 1 <= start < samples, got {start}, {samples}")
+    memo = memo if memo is not None else CertaindexMemo()
+    for q, order in zip(questions, orders, strict=True):
+        if len(order) < samples:
+            raise InvalidInputError(f"question {q.id}: ordering of {len(order)} < {samples}")
+        answers = [q.answers[p] for p in order[:samples]]
+        final = q.is_correct(majority(answers))
+        state = _Question([], {})
+        for n, answer in enumerate(answers[: samples - 1], start=1):
+            state.add(answer, 0)
+            if n >= start:
+                now = q.is_correct(majority(state.answers))
+                yield state.status(memo).certainty, (final - now) / (samples - n)

@@ -22,8 +22,10 @@ family                   what it is (parameter swept)
 ``deepconf-low``         DeepConf online, bar at the 90th percentile (tau)
 ``deepconf-high``        DeepConf online, bar at the 10th percentile (tau)
 ``alloc-lowest``         shared budget, next sample to the least certain
-                         question above a hopeless floor (budget per question)
+                         question (budget per question)
 ``alloc-threshold``      the same, settling questions at Certaindex >= 0.8
+``alloc-gain``           alloc-lowest ranked by expected gain instead: a gain
+                         curve cross-fitted on the other half of the bank
 =======================  =====================================================
 
 Example:
@@ -38,9 +40,11 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Sequence
 
-from dynasor_agents.bench._allocate import AllocationRule, allocate
+from dynasor_agents._ranking import GainCurve, by_gain
+from dynasor_agents.bench._allocate import AllocationRule, allocate, gain_observations
 from dynasor_agents.bench._methods import (
     ControllerMethod,
     DeepConfOnline,
@@ -72,6 +76,7 @@ FAMILIES = (
     "deepconf-high",
     "alloc-lowest",
     "alloc-threshold",
+    "alloc-gain",
 )
 """Every family :func:`default_suite` builds, in report order."""
 
@@ -93,14 +98,22 @@ class AllocatorMethod(Method):
         budget: Completion tokens per question; the bank's total is ``budget *
             questions``.
         rule: The allocation rule.
+        cross_fit: Rank by expected gain, fitted out of sample: the bank is
+            split into two halves (alternate questions), each half is one batch
+            with its share of the budget, ranked by a :class:`GainCurve` fitted
+            on the other half's traces (:func:`gain_observations` from the
+            detect step on). The rule's own ranking is then ignored.
     """
 
-    def __init__(self, family: str, budget: int, rule: AllocationRule) -> None:
+    def __init__(
+        self, family: str, budget: int, rule: AllocationRule, *, cross_fit: bool = False
+    ) -> None:
         if budget < 0:
             raise InvalidInputError(f"budget must be >= 0, got {budget!r}")
         super().__init__(family, {"budget": budget})
         self.budget = budget
         self.rule = rule
+        self.cross_fit = cross_fit
         self._memo = CertaindexMemo()
 
     def run(self, q: PreparedQuestion, order: Sequence[int]) -> Outcome:
@@ -111,8 +124,32 @@ class AllocatorMethod(Method):
         self, questions: Sequence[PreparedQuestion], orders: Sequence[Sequence[int]]
     ) -> list[Outcome]:
         """The allocator over all questions, sharing ``budget * len(questions)`` tokens."""
-        total = self.budget * len(questions)
-        return allocate(questions, orders, total, self.rule, self._memo)
+        if not self.cross_fit or len(questions) < 2:
+            total = self.budget * len(questions)
+            return allocate(questions, orders, total, self.rule, self._memo)
+        halves = [list(range(0, len(questions), 2)), list(range(1, len(questions), 2))]
+        outcomes: list[Outcome | None] = [None] * len(questions)
+        for mine, other in (halves, halves[::-1]):
+            curve = GainCurve.fit(
+                gain_observations(
+                    [questions[i] for i in other],
+                    [orders[i] for i in other],
+                    start=self.rule.detect,
+                    samples=self.rule.max_samples,
+                    memo=self._memo,
+                )
+            )
+            rule = dataclasses.replace(self.rule, ranking=by_gain(curve))
+            got = allocate(
+                [questions[i] for i in mine],
+                [orders[i] for i in mine],
+                self.budget * len(mine),
+                rule,
+                self._memo,
+            )
+            for i, outcome in zip(mine, got, strict=True):
+                outcomes[i] = outcome
+        return [o for o in outcomes if o is not None]
 
 
 def _controller(
@@ -180,9 +217,19 @@ def default_suite(k: int, *, mean_length: float, detect: int = 5) -> list[Method
             )
     for percentile in (90.0, 10.0):
         out += [DeepConfOnline(percentile, tau) for tau in TAUS]
-    for family, stop_at in (("alloc-lowest", None), ("alloc-threshold", 0.8)):
-        rule = AllocationRule(detect=4, max_samples=k, stop_at=stop_at, floor=0.2, floor_after=8)
-        out += [AllocatorMethod(family, round(b * mean_length), rule) for b in BUDGETS if b <= k]
+    for family, stop_at, cross_fit in (
+        ("alloc-lowest", None, False),
+        ("alloc-threshold", 0.8, False),
+        ("alloc-gain", None, True),
+    ):
+        # No hopeless floor: on our bank the least certain questions after the
+        # detect step gain the most from more samples (see docs/benchmarks.md).
+        rule = AllocationRule(detect=detect, max_samples=k, stop_at=stop_at, floor=0.0)
+        out += [
+            AllocatorMethod(family, round(b * mean_length), rule, cross_fit=cross_fit)
+            for b in BUDGETS
+            if b <= k
+        ]
     return out
 
 
