@@ -19,6 +19,7 @@ family                   what it is (parameter swept)
 ``share-step1``          stop when the majority's share of answers >= t, one
                          sample at a time after 4 (t)
 ``wconsensus-step1``     the same with confidence-weighted shares and votes (t)
+``wconsensus-hopeless``  wconsensus-step1 plus hopeless(below, after=8) (t, below)
 ``deepconf-low``         DeepConf online, bar at the 90th percentile (tau)
 ``deepconf-high``        DeepConf online, bar at the 10th percentile (tau)
 ``alloc-lowest``         shared budget, next sample to the least certain
@@ -72,6 +73,7 @@ FAMILIES = (
     "hopeless",
     "share-step1",
     "wconsensus-step1",
+    "wconsensus-hopeless",
     "deepconf-low",
     "deepconf-high",
     "alloc-lowest",
@@ -87,6 +89,8 @@ AC_THRESHOLDS = (0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
 ESC_WINDOWS = (2, 3, 4, 5, 6, 8)
 HOPELESS_T = (0.5, 0.7, 0.9)
 HOPELESS_BELOW = (0.1, 0.2, 0.3)
+WC_HOPELESS_T = (0.6, 0.7)
+WC_HOPELESS_BELOW = (0.05, 0.1, 0.2)
 BUDGETS = (2, 3, 4, 5, 6, 7, 8, 10, 12, 14, 16)  # x mean path length, per question
 
 
@@ -214,6 +218,19 @@ def default_suite(k: int, *, mean_length: float, detect: int = 5) -> list[Method
             terms = [("weighted_consensus", {"threshold": t, "min_samples": 4}), cap]
             out.append(
                 _controller(family, {"t": t}, terms, first_round=4, round_size=1, weighted=weighted)
+            )
+    for t in WC_HOPELESS_T:
+        for below in WC_HOPELESS_BELOW:
+            terms = [
+                ("weighted_consensus", {"threshold": t, "min_samples": 4}),
+                ("hopeless", {"below": below, "after": 8}),
+                cap,
+            ]
+            params = {"t": t, "below": below}
+            out.append(
+                _controller(
+                    "wconsensus-hopeless", params, terms, first_round=4, round_size=1, weighted=True
+                )
             )
     for percentile in (90.0, 10.0):
         out += [DeepConfOnline(percentile, tau) for tau in TAUS]
