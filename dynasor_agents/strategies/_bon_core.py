@@ -306,6 +306,7 @@ def best_of_n_core(
         per_sample = max_tokens if cap is None else min(cap, max_tokens or cap)
         yield Launch(n=decision.next_batch, max_tokens=per_sample, hints=hints, tag=CANDIDATE)
         pending = decision.next_batch
+        refused: BudgetExhaustedError | None = None
         while pending:
             try:
                 done: Completion = yield Await()
@@ -314,11 +315,11 @@ def best_of_n_core(
                     raise
                 reason = StopReason.SERVER_STOPPED
                 break
-            except BudgetExhaustedError:
-                if not scored:
-                    raise
-                reason = StopReason.MAX_TOKENS  # the server says the budget is spent
-                break
+            except BudgetExhaustedError as exc:
+                # Refused: the budget is spent. Requests admitted earlier still finish.
+                refused = exc
+                pending -= 1
+                continue
             pending -= 1
             spend(done)
             if _is_score(done.tag):
@@ -341,6 +342,10 @@ def best_of_n_core(
                 if verdict.reason in (StopReason.CERTAIN, StopReason.MAX_TOKENS):
                     reason = verdict.reason
                     break
+        if refused is not None and reason is None:
+            if not scored:
+                raise refused
+            reason = StopReason.MAX_TOKENS  # the server says the budget is spent
         if reason is not None:
             stragglers: list[Completion] = yield Cancel()
             for done in stragglers:

@@ -121,7 +121,8 @@ def self_consistency_core(
         NoSamplesError: The program ended without a single sample.
         ProgramStoppedError: The server refused the program before any sample.
         BudgetExhaustedError: The server's budget for the program was spent
-            before any sample (later, the program just stops with what it has).
+            before any sample finished (later, or while some of a round's samples
+            were admitted, the program stops with what they give).
     """
     texts: list[str] = []
     raw: list[str | None] = []
@@ -195,6 +196,7 @@ def self_consistency_core(
             ),
         )
         pending = decision.next_batch
+        refused: BudgetExhaustedError | None = None
         while pending:
             try:
                 done: Completion = yield Await()
@@ -203,11 +205,12 @@ def self_consistency_core(
                     raise
                 reason = StopReason.SERVER_STOPPED
                 break
-            except BudgetExhaustedError:
-                if not raw:
-                    raise
-                reason = StopReason.MAX_TOKENS  # the server says the budget is spent
-                break
+            except BudgetExhaustedError as exc:
+                # The server refused this sample: the budget is spent. Samples it
+                # admitted earlier hold their tokens and still finish: keep them.
+                refused = exc
+                pending -= 1
+                continue
             pending -= 1
             record(done)
             if pending:
@@ -217,6 +220,10 @@ def self_consistency_core(
                 if early.reason is StopReason.CERTAIN or spent.reason is StopReason.MAX_TOKENS:
                     reason = early.reason if early.reason is StopReason.CERTAIN else spent.reason
                     break
+        if refused is not None and reason is None:
+            if not raw:
+                raise refused
+            reason = StopReason.MAX_TOKENS  # the server says the budget is spent
         if reason is not None:
             stragglers: list[Completion] = yield Cancel()
             for done in stragglers:

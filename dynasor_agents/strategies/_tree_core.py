@@ -403,15 +403,20 @@ def tree_search_core(
             per_step = step_tokens if cap is None else min(cap, step_tokens)
             yield Launch(n, per_step, hints, request=request, tag=("step", node.id))
         pending = sum(n for _, n in picks)
+        refused: BudgetExhaustedError | None = None
         while pending:
             try:
                 done: Completion = yield Await()
-            except (ProgramStoppedError, BudgetExhaustedError) as exc:
+            except ProgramStoppedError:
                 if tree.size == 0:
                     raise
-                stopped = isinstance(exc, ProgramStoppedError)
-                reason = StopReason.SERVER_STOPPED if stopped else StopReason.MAX_TOKENS
+                reason = StopReason.SERVER_STOPPED
                 break
+            except BudgetExhaustedError as exc:
+                # Refused: the budget is spent. Requests admitted earlier still finish.
+                refused = exc
+                pending -= 1
+                continue
             pending -= 1
             fresh = deliver(done)
             if fresh is not None:
@@ -427,6 +432,10 @@ def tree_search_core(
                     reason = StopReason.MAX_TOKENS
                 if reason is not None:
                     break
+        if refused is not None and reason is None:
+            if tree.size == 0:
+                raise refused
+            reason = StopReason.MAX_TOKENS  # the server says the budget is spent
         if reason is not None:
             stragglers: list[Completion] = yield Cancel()
             for done in stragglers:

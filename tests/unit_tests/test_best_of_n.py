@@ -22,6 +22,7 @@ from dynasor_agents import (
     max_tokens,
     threshold,
 )
+from dynasor_agents.errors import BudgetExhaustedError
 from dynasor_agents.protocol import CERTAINTY_HEADER, PROGRAM_ID_HEADER
 from dynasor_agents.strategies._actions import Await, Cancel, Completion, Emit, Finish, Launch
 from dynasor_agents.strategies._best_of_n import BestOfN
@@ -285,3 +286,32 @@ def test_bad_configuration_is_a_clear_error() -> None:
         BestOfN(model, controller=threshold(0.5))  # type: ignore[arg-type]
     with pytest.raises(InvalidInputError, match="input"):
         BestOfN(model).invoke("  ")
+
+
+def test_a_refused_candidate_does_not_lose_the_scores_still_running() -> None:
+    core = best_of_n_core(controller(first=2, t=0.99), program_id="c")
+    assert isinstance(next(core), Launch)
+    assert isinstance(core.send(None), Await)
+    score = core.send(Completion("a", 1, 2, tag=CANDIDATE))
+    assert isinstance(score, Launch) and score.request == ScoreRequest("a", 0)
+    assert isinstance(core.send(None), Await)
+    # The second candidate is refused (budget spent) while the first one's score runs.
+    refused = BudgetExhaustedError("program c has spent its token budget", status_code=429)
+    assert isinstance(core.throw(refused), Await)
+    assert isinstance(core.send(Completion("0.6", 5, 1, tag=("score", 0))), Cancel)
+    assert isinstance(core.send([]), Emit)
+    assert isinstance(core.send(None), Finish)
+    with pytest.raises(StopIteration) as done:
+        core.send(None)
+    result = done.value.value
+    assert (result.samples, result.stop_reason) == (1, StopReason.MAX_TOKENS)
+
+
+def test_a_refusal_before_any_score_raises_once_nothing_is_running() -> None:
+    core = best_of_n_core(controller(first=2, t=0.99), program_id="c")
+    next(core)
+    core.send(None)
+    refused = BudgetExhaustedError("program c has spent its token budget", status_code=429)
+    assert isinstance(core.throw(refused), Await)  # the other candidate still runs
+    with pytest.raises(BudgetExhaustedError):
+        core.throw(refused)

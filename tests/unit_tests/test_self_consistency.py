@@ -314,3 +314,24 @@ async def test_a_strategy_composes_over_another_in_one_program() -> None:
     assert [(m, body) for m, _, body in recorder.requests] == [("DELETE", {})]
     # Inner rounds send no budget of their own: one budget for the whole.
     assert all(BUDGET_HEADER not in c["extra_headers"] for c in model._calls)
+
+
+async def test_a_refused_sample_does_not_lose_the_ones_still_running() -> None:
+    # A budget that covers one request: the server admits the first sample and
+    # refuses the second while the first is still generating.
+    class OneAdmitted(ScriptedChat):
+        async def _agenerate(self, *args: Any, **kwargs: Any) -> ChatResult:
+            if self.calls:
+                self.calls += 1
+                raise BudgetError("program p has spent its token budget")
+            self.calls += 1
+            await asyncio.sleep(0.05)  # still running when the refusal arrives
+            return await super()._agenerate(*args, **kwargs)
+
+        calls: int = 0
+
+    result = await SelfConsistency(
+        OneAdmitted(script=lambda i: ("\\boxed{7}", 0.0)), controller=controller(first=2)
+    ).ainvoke("q")
+    assert (result.answer, result.samples) == ("7", 1)
+    assert result.stop_reason is StopReason.MAX_TOKENS

@@ -20,6 +20,7 @@ from dynasor_agents import (
     max_samples,
     max_tokens,
 )
+from dynasor_agents.errors import BudgetExhaustedError
 from dynasor_agents.protocol import PROGRAM_ID_HEADER
 from dynasor_agents.strategies._actions import Completion, SampleCall
 from dynasor_agents.strategies._completions import TextRequest
@@ -320,3 +321,14 @@ def test_logprob_reward_reads_the_sampled_token_logprobs() -> None:
     # CompletionsModel returns the sampled tokens' logprobs (vLLM's token_logprobs).
     assert logprob_reward([-0.5, -0.9]) == pytest.approx(math.exp(-0.7))
     assert logprob_reward([]) == 0.0
+
+
+async def test_a_refused_step_does_not_lose_the_steps_still_running() -> None:
+    # The first step is admitted and still generating when the second is refused.
+    def script(depth: int, index: int) -> Step:
+        if index == 1:
+            raise BudgetExhaustedError("spent", program_id="x", status_code=429)
+        return Step("a" + D, delay=0.05)
+
+    result = await search(FakeModel(script), policy=beam(2, 1)).ainvoke("q")
+    assert result.stop_reason is StopReason.MAX_TOKENS and result.nodes == 1
