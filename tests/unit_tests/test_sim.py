@@ -194,18 +194,29 @@ def test_a_budget_cut_path_completes_without_an_answer() -> None:
     assert run.engine_tokens == 12
 
 
-def test_a_refused_request_fails_the_program_with_a_row() -> None:
+def test_a_program_the_server_refuses_becomes_a_row_with_its_error() -> None:
+    q = question("q:1", [("4", 8), ("4", 8)])
+    sc = OnlineStrategy("sc-2", 2)
+    work = workload((0.0, q, sc), (0.0, q, sc))
+    gang_fixed = SystemSpec("gang", "gang", early_stop=False)
+    run = simulate(work, gang_fixed, toy(), max_tokens=8, server=ServerConfig(max_programs=1))
+    ok, refused = sorted(run.rows, key=lambda r: r.error is not None)
+    assert ok.error is None and ok.answer == "4"
+    assert refused.error is not None and "(program p1)" in refused.error
+    assert (refused.samples, refused.answer, refused.correct) == (0, None, False)
+
+
+def test_a_refused_request_keeps_the_sample_admitted_before_it() -> None:
     q = question("q:1", [("4", 8), ("4", 8)])
     work = workload((0.0, q, OnlineStrategy("sc-2", 2)))
     gang_fixed = SystemSpec("gang", "gang", early_stop=False)
     run = simulate(work, gang_fixed, toy(), max_tokens=8, server=ServerConfig(default_budget=8))
     row = run.rows[0]
-    # The first request takes the whole budget; the second is refused, the core
-    # raises with no sample, and the driver aborts the first one.
-    assert row.error is not None and "spent its token budget" in row.error
-    assert "(program p0)" in row.error
-    assert (row.samples, row.answer, row.correct, row.finish) == (0, None, False, 0.0)
-    assert (run.aborted, run.engine_tokens) == (1, 0)
+    # The first request takes the whole budget; the second is refused. The core
+    # waits for the first, answers with it and stops on the spent budget.
+    assert row.error is None and row.stop_reason == "max_tokens"
+    assert (row.samples, row.answer, row.correct, row.finish) == (1, "4", True, 8.0)
+    assert (run.aborted, run.engine_tokens) == (0, 8)
 
 
 def test_the_client_max_tokens_cuts_paths() -> None:
