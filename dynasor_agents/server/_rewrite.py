@@ -25,7 +25,7 @@ Example:
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from dynasor_agents.server._scheduling import RequestShape
@@ -58,7 +58,12 @@ class RequestBody:
             self.changed = True
 
     def set_max_tokens(self, cap: int) -> None:
-        """Clamp every token limit the body sets to ``cap`` (set one if none)."""
+        """Clamp every token limit the body sets to ``cap`` (set one if none).
+
+        The :attr:`shape` follows, so a scheduling policy prices the request as
+        it will run.
+        """
+        self.shape = replace(self.shape, max_tokens=cap)
         present = [f for f in _TOKEN_FIELDS if self.data.get(f) is not None]
         for name in present or ["max_tokens"]:
             if self.data.get(name) != cap:

@@ -107,6 +107,16 @@ async def test_dynasor_runs_short_certain_programs_before_long_uncertain_ones(
         assert fake.last["priority"] == 30
 
 
+async def test_dynasor_prices_a_request_at_its_budget_clamped_size(
+    fake: FakeVLLM, clock: Clock
+) -> None:
+    async with client_for(build(fake, clock, scheduling="dynasor", aging=0)) as client:
+        budget = {**hints(0.0, 1), BUDGET_HEADER: "100"}
+        await chat(client, "clamped", headers=budget, max_tokens=100, n=3)
+        assert fake.last["max_tokens"] == 33  # 100 tokens left over 3 choices
+        assert fake.last["priority"] == 99  # the 3 x 33 it may generate, not 3 x 100
+
+
 @pytest.mark.parametrize("aging", [0.5, 100.0])
 async def test_dynasor_ages_later_programs_by_their_arrival_time(
     fake: FakeVLLM, clock: Clock, aging: float
