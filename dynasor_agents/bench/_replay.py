@@ -316,7 +316,11 @@ def _take(q: PreparedQuestion, order: Sequence[int], start: int, n: int) -> Sequ
 
 
 def replay_core(
-    controller: CertaintyController, q: PreparedQuestion, order: Sequence[int]
+    controller: CertaintyController,
+    q: PreparedQuestion,
+    order: Sequence[int],
+    *,
+    confidences: Sequence[float] | None = None,
 ) -> Outcome:
     """Replay ``q`` by driving the real :func:`self_consistency_core` from the bank.
 
@@ -325,6 +329,8 @@ def replay_core(
             samples, e.g. by composing with ``max_samples(K)``).
         q: The prepared question.
         order: The ordering: sample ``i`` is path ``order[i]``.
+        confidences: Per path, a trace confidence, which the core gets as the
+            sample's score (its ``confidence`` argument).
 
     Raises:
         InvalidInputError: The controller asked for more samples than ``order`` holds.
@@ -334,7 +340,10 @@ def replay_core(
     def extractor(text: str) -> str | None:
         return by_text[int(text)]
 
-    core = self_consistency_core(controller, program_id=q.id, extractor=extractor, key=str)
+    score = None if confidences is None else (lambda path: float(confidences[path]))
+    core = self_consistency_core(
+        controller, program_id=q.id, extractor=extractor, key=str, confidence=score
+    )
     queue: list[tuple[int, str | None, int]] = []
     taken = charged = last = 0
     reply: Any = None
@@ -347,17 +356,18 @@ def replay_core(
                 taken += action.n
                 queue, last = _round(q, paths, action.max_tokens), 0
             elif isinstance(action, Await):
-                last, answer, _ = queue.pop(0)
+                last, answer, path = queue.pop(0)
                 charged += last
                 by_text.append(answer)
-                reply = Completion(str(len(by_text) - 1), q.prompt_tokens, last)
+                reply = Completion(str(len(by_text) - 1), q.prompt_tokens, last, logprobs=path)
             elif isinstance(action, Cancel):
                 reply = []
-                for length, answer, _ in queue:
+                for length, answer, path in queue:
                     charged += min(length, last)
                     if length <= last:  # finished at the same instant: delivered
                         by_text.append(answer)
-                        reply.append(Completion(str(len(by_text) - 1), q.prompt_tokens, length))
+                        text = str(len(by_text) - 1)
+                        reply.append(Completion(text, q.prompt_tokens, length, logprobs=path))
                 queue = []
             elif not isinstance(action, Emit | Finish):  # pragma: no cover - the Action union
                 raise TypeError(f"unknown action {action!r}")
@@ -398,11 +408,12 @@ def replay_controller(
         q: The prepared question.
         order: The ordering: sample ``i`` is path ``order[i]``.
         memo: A Certaindex cache to share across runs (one is made if omitted).
-        confidences: Per path, a trace confidence. An extension the live core
-            does not have (yet): when given, ``state.confidences`` carries the
-            completed samples' confidences (aligned with ``state.answers``, for
-            rules such as ``weighted_consensus``) and the answer is the
-            confidence-weighted vote (:func:`weighted_vote`).
+        confidences: Per path, a trace confidence, as the live core's
+            ``confidence`` scores (``SelfConsistency(confidence_window=...)``):
+            ``state.confidences`` carries the completed samples' confidences
+            (aligned with ``state.answers``, for rules such as
+            ``weighted_consensus``) and the answer is the confidence-weighted
+            vote (:func:`weighted_vote`).
 
     Raises:
         InvalidInputError: The controller asked for more samples than ``order``

@@ -39,9 +39,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import replace
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from dynasor_agents._stopping import weighted_vote
 from dynasor_agents.certainty import (
     AnswerExtractor,
     certaindex,
@@ -75,6 +77,8 @@ class SelfConsistencyResult(BaseModel):
         stop_reason: Why it stopped; ``None`` in a snapshot of a running program.
         final: ``False`` for progress snapshots, ``True`` for the result.
         completions: The text of every completed sample, in finish order.
+        confidences: Each completed sample's trace confidence (its vote's
+            weight), in finish order; empty when votes are not weighted.
     """
 
     model_config = ConfigDict(frozen=True)
@@ -93,6 +97,7 @@ class SelfConsistencyResult(BaseModel):
     stop_reason: StopReason | None = None
     final: bool = False
     completions: list[str] = Field(default_factory=list)
+    confidences: list[float] = Field(default_factory=list)
 
     @property
     def total_tokens(self) -> int:
@@ -107,6 +112,7 @@ def self_consistency_core(
     extractor: AnswerExtractor = extract_answer,
     key: Callable[[str], str] = normalize_answer,
     max_tokens: int | None = None,
+    confidence: Callable[[Any], float] | None = None,
 ) -> Core[SelfConsistencyResult]:
     """The self-consistency program as a generator of actions.
 
@@ -116,6 +122,10 @@ def self_consistency_core(
         extractor: Pulls the final answer out of a sample's text.
         key: Normalizes answers so equal answers cluster.
         max_tokens: Cap on each sample's completion tokens.
+        confidence: Scores a sample from its ``logprobs`` (higher is more
+            confident). When given, ``state.confidences`` carries the scores
+            (for rules such as ``weighted_consensus``) and the answer is the
+            confidence-weighted vote (:func:`~dynasor_agents.weighted_vote`).
 
     Raises:
         NoSamplesError: The program ended without a single sample.
@@ -127,15 +137,17 @@ def self_consistency_core(
     texts: list[str] = []
     raw: list[str | None] = []
     answers: list[str | None] = []  # normalized, None when no answer (as cluster_answers)
+    weights: list[float] = []  # each sample's confidence, when ``confidence`` is given
     state = ProgramState()
     reason: StopReason | None = None
 
     def snapshot(final: bool) -> SelfConsistencyResult:
         votes = cluster_answers(raw, key=key)
+        winner = votes.winner if confidence is None else weighted_vote(answers, weights)[0]
         return SelfConsistencyResult(
             program_id=program_id,
-            answer=votes.winner,
-            answer_text=votes.representative_of(votes.winner) if votes.winner else None,
+            answer=winner,
+            answer_text=votes.representative_of(winner) if winner else None,
             certainty=state.certainty,
             trajectory=list(state.trajectory),
             votes=dict(votes.counts),
@@ -147,6 +159,7 @@ def self_consistency_core(
             stop_reason=reason if final else None,
             final=final,
             completions=list(texts),
+            confidences=list(weights),
         )
 
     def measured(pending: int = 0) -> ProgramState:
@@ -160,6 +173,7 @@ def self_consistency_core(
             samples=votes.total,
             certainty=certaindex(votes) if votes.total else 0.0,
             answers=tuple(answers),
+            confidences=tuple(weights),
         )
 
     def normalized(answer: str | None) -> str | None:
@@ -170,6 +184,8 @@ def self_consistency_core(
 
     def record(done: Completion) -> None:
         nonlocal state
+        if confidence is not None:
+            weights.append(float(confidence(done.logprobs)))
         texts.append(done.text)
         raw.append(extractor(done.text))
         answers.append(normalized(raw[-1]))

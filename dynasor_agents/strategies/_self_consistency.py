@@ -22,7 +22,13 @@ from langchain_core.runnables import Runnable, RunnableConfig
 
 from dynasor_agents._batch import BatchAllocator
 from dynasor_agents._sync import LoopThread
-from dynasor_agents.certainty import AnswerExtractor, extract_answer
+from dynasor_agents.certainty import (
+    DEFAULT_WINDOW,
+    AnswerExtractor,
+    extract_answer,
+    lowest_group_confidence,
+    token_confidences,
+)
 from dynasor_agents.controller import CertaintyController
 from dynasor_agents.errors import InvalidInputError
 from dynasor_agents.program import DynasorClient, Program
@@ -68,6 +74,13 @@ class SelfConsistency(Strategy[SelfConsistencyResult]):
         allocator: Makes ``abatch`` / ``batch`` one batch under a shared token
             budget (:class:`~dynasor_agents.BatchAllocator`): settled questions
             stop early and leave their tokens to the uncertain ones.
+        confidence_window: Weigh each sample's vote by DeepConf's lowest group
+            confidence over windows of this many tokens (the ``wconsensus``
+            families of the benchmark use 32). Its policies see the weights as
+            ``state.confidences`` (``weighted_consensus`` reads them). The
+            model must return top logprobs, e.g. ``ChatOpenAI(...,
+            logprobs=True, top_logprobs=5)``; a sample without them is an
+            :class:`~dynasor_agents.InvalidInputError`.
 
     Input: a string, a list of messages, a ``PromptValue`` (so ``prompt | sc``
     works) or a dict formatted by ``prompt``. Output: a
@@ -89,11 +102,20 @@ class SelfConsistency(Strategy[SelfConsistencyResult]):
         name: str | None = None,
         loop: LoopThread | None = None,
         allocator: BatchAllocator | None = None,
+        confidence_window: int | None = None,
     ) -> None:
         if not isinstance(model, Runnable):
             raise InvalidInputError(f"model must be a LangChain Runnable, got {model!r}")
         if max_tokens is not None and max_tokens < 1:
             raise InvalidInputError(f"max_tokens must be >= 1, got {max_tokens!r}")
+        if confidence_window is not None and (
+            isinstance(confidence_window, bool)
+            or not isinstance(confidence_window, int)
+            or confidence_window < 1
+        ):
+            raise InvalidInputError(
+                f"confidence_window must be an int >= 1 or None, got {confidence_window!r}"
+            )
         super().__init__(
             prompt=prompt,
             client=client,
@@ -106,6 +128,17 @@ class SelfConsistency(Strategy[SelfConsistencyResult]):
         self.controller = controller or CertaintyController()
         self.extractor = extractor
         self.max_tokens = max_tokens
+        self.confidence_window = confidence_window
+
+    def _confidence(self, logprobs: Any) -> float:
+        """A sample's weight: its lowest group confidence (DeepConf)."""
+        if not logprobs:
+            raise InvalidInputError(
+                "confidence_window needs each sample's top logprobs; the model returned "
+                "none (create it with logprobs=True, top_logprobs=5)"
+            )
+        window = self.confidence_window or DEFAULT_WINDOW
+        return lowest_group_confidence(token_confidences(logprobs), window=window)
 
     def _start(
         self, model_input: Any, program: Program, config: RunnableConfig
@@ -115,6 +148,7 @@ class SelfConsistency(Strategy[SelfConsistencyResult]):
             program_id=program.id,
             extractor=self.extractor,
             max_tokens=self.max_tokens,
+            confidence=self._confidence if self.confidence_window is not None else None,
         )
         return core, self.sampler_for(self.model, model_input, program, config)
 

@@ -145,3 +145,20 @@ async def test_self_consistency_over_probed_chains_is_one_program(vllm: Backend)
     # Every chunk and probe of both chains was attributed to the one program.
     assert info.requests >= 4 and info.completion_tokens == result.completion_tokens
     assert info.state in ("finished", "stopped")
+
+
+async def test_self_consistency_weighs_votes_by_the_servers_top_logprobs(vllm: Backend) -> None:
+    client = DynasorClient(vllm.base_url, api_key=vllm.api_key)
+    sc = SelfConsistency(
+        chat(vllm, temperature=0.9, logprobs=True, top_logprobs=5),
+        controller=CertaintyController(max_samples(4), first_round=4),
+        client=client,
+        max_tokens=16,
+        confidence_window=8,
+    )
+    pid = new_id("wsc")
+    result = await sc.ainvoke("What is 2 + 3? Answer with a number.", program_id=pid)
+    assert result.samples == 4 and len(result.confidences) == 4
+    assert all(c > 0.0 for c in result.confidences)  # -mean of top-5 logprobs: positive
+    info = await client.get(pid)
+    assert info.requests == 4 and info.completion_tokens == result.completion_tokens

@@ -42,7 +42,7 @@ class ScriptedChat(AsyncOnlyChat):
     Records every call's kwargs, how many calls were cancelled and the peak of
     concurrent calls. Each answer reports 10 prompt and 3 completion tokens;
     ``logprobs`` (per-token floats) go into ``response_metadata`` in the chat
-    API's format, as ``ChatOpenAI(logprobs=True)`` puts them.
+    API's format, as ``ChatOpenAI(logprobs=True, top_logprobs=1)`` puts them.
     """
 
     script: Script
@@ -78,7 +78,10 @@ class ScriptedChat(AsyncOnlyChat):
         metadata: dict[str, Any] = {}
         if logprobs is not None:
             metadata["logprobs"] = {
-                "content": [{"token": "t", "logprob": lp, "top_logprobs": []} for lp in logprobs]
+                "content": [
+                    {"token": "t", "logprob": lp, "top_logprobs": [{"token": "t", "logprob": lp}]}
+                    for lp in logprobs
+                ]
             }
         message = AIMessage(
             content=text,

@@ -81,6 +81,16 @@ def test_lean_replay_equals_driving_the_real_core(seed: int) -> None:
             )
 
 
+@pytest.mark.parametrize("seed", range(6))
+def test_weighted_replay_equals_the_core_scoring_each_sample(seed: int) -> None:
+    bank = prepare_bank(random_bank(seed, questions=3, k=8))
+    memo = CertaindexMemo()
+    for ctl, q in itertools.product(controllers(8), bank):
+        for order in orderings(q.id, q.k, 2, seed=seed).tolist():
+            lean = replay_controller(ctl, q, order, memo, confidences=q.lowest)
+            assert lean == replay_core(ctl, q, order, confidences=q.lowest), (ctl, q.id, order)
+
+
 class BankChat(AsyncOnlyChat):
     """Serves paths in ``order``: call i answers path ``order[i]``, taking
     ``tokens * unit`` seconds and reporting ``tokens`` completion tokens."""

@@ -23,6 +23,7 @@ from dynasor_agents import (
     max_samples,
     max_tokens,
     threshold,
+    weighted_consensus,
 )
 from dynasor_agents.errors import BudgetExhaustedError
 from dynasor_agents.protocol import (
@@ -335,3 +336,41 @@ async def test_a_refused_sample_does_not_lose_the_ones_still_running() -> None:
     ).ainvoke("q")
     assert (result.answer, result.samples) == ("7", 1)
     assert result.stop_reason is StopReason.MAX_TOKENS
+
+
+async def test_confidence_window_weighs_votes_by_trace_confidence() -> None:
+    # Three unsure samples say 1, two confident ones say 2. A token's confidence is
+    # minus the mean of its top logprobs (here the sampled one only).
+    def script(i: int) -> tuple[str, float, list[float]]:
+        return ("\\boxed{1}", 0.0, [-0.1] * 4) if i % 2 == 0 else ("\\boxed{2}", 0.0, [-5.0] * 4)
+
+    ctl = CertaintyController(max_samples(5), first_round=5)
+    plain = await SelfConsistency(ScriptedChat(script=script), controller=ctl).ainvoke("q")
+    weighted = await SelfConsistency(
+        ScriptedChat(script=script), controller=ctl, confidence_window=2
+    ).ainvoke("q")
+    assert (plain.answer, plain.confidences) == ("1", [])
+    assert weighted.answer == "2" and weighted.answer_text == "2"
+    assert sorted(weighted.confidences) == [0.1, 0.1, 0.1, 5.0, 5.0]
+
+
+async def test_weighted_consensus_reads_the_live_confidences() -> None:
+    def script(i: int) -> tuple[str, float, list[float]]:
+        return ("\\boxed{2}", 0.0, [-5.0] * 4) if i < 2 else ("\\boxed{1}", 0.0, [-0.1] * 4)
+
+    ctl = CertaintyController(
+        weighted_consensus(0.9, min_samples=4) | max_samples(12), first_round=4, round_size=1
+    )
+    result = await SelfConsistency(
+        ScriptedChat(script=script), controller=ctl, confidence_window=32
+    ).ainvoke("q")
+    # 2 x 5.0 against 2 x 0.1: a weighted share of 0.98 stops at the first check.
+    assert (result.answer, result.samples, result.stop_reason) == ("2", 4, StopReason.CERTAIN)
+
+
+async def test_confidence_window_without_logprobs_is_a_clear_error() -> None:
+    sc = SelfConsistency(always("\\boxed{1}"), confidence_window=32)
+    with pytest.raises(InvalidInputError, match="logprobs=True"):
+        await sc.ainvoke("q")
+    with pytest.raises(InvalidInputError, match="confidence_window"):
+        SelfConsistency(always("1"), confidence_window=0)
