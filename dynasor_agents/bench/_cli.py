@@ -95,8 +95,20 @@ LIVE_METHODS: dict[str, tuple[list[tuple[str, dict[str, float]]], int, int]] = {
         5,
         1,
     ),
+    "wconsensus-hopeless-0.6-below-0.1": (
+        [
+            ("weighted_consensus", {"threshold": 0.6, "min_samples": 4}),
+            ("hopeless", {"below": 0.1, "after": 8}),
+            ("max_samples", {"n": 16}),
+        ],
+        4,
+        1,
+    ),
 }
 """The policies ``bench live`` runs: (policy terms, first round, round size)."""
+
+WEIGHTED_LIVE = frozenset({"wconsensus-hopeless-0.6-below-0.1"})
+"""Live methods whose votes are weighted by trace confidence (``confidence_window``)."""
 
 
 def _live_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -141,7 +153,9 @@ def _live(args: argparse.Namespace) -> int:
                              round_size=LIVE_METHODS[n][2])
         for n in names
     }  # fmt: skip
-    methods = [ControllerMethod(n, {}, spec) for n, spec in specs.items()]
+    methods = [
+        ControllerMethod(n, {}, spec, weighted=n in WEIGHTED_LIVE) for n, spec in specs.items()
+    ]
     replay = run_replay(questions, methods, orderings=args.orderings)
     rows, engine = asyncio.run(
         run_live(
@@ -151,6 +165,7 @@ def _live(args: argparse.Namespace) -> int:
             meta,
             api_key=args.api_key,
             concurrency=args.concurrency,
+            weighted=WEIGHTED_LIVE,
         )
     )
     live = summarize(rows)

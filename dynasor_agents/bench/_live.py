@@ -24,10 +24,11 @@ Example:
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 from dynasor_agents._progress import Progress
+from dynasor_agents.bench._replay import DEFAULT_WINDOW
 from dynasor_agents.bench._traces import BankMeta, QuestionTrace
 from dynasor_agents.certainty import normalize_answer
 from dynasor_agents.controller import CertaintyController
@@ -92,6 +93,8 @@ async def run_live(
     api_key: str = "EMPTY",
     concurrency: int = 2,
     progress: Progress | None = None,
+    weighted: Collection[str] = (),
+    window: int = DEFAULT_WINDOW,
 ) -> tuple[list[LiveRow], dict[str, float]]:
     """Run every method on every question against the server, one method at a time.
 
@@ -107,6 +110,10 @@ async def run_live(
         api_key: The server's API key.
         concurrency: Programs in flight at once.
         progress: Progress line (default: one on stderr).
+        weighted: Methods whose votes are weighted by trace confidence: their
+            requests ask for the bank's top logprobs and the strategy runs with
+            ``confidence_window=window``, as replay's weighted methods.
+        window: The group-confidence window of weighted methods (replay's).
     """
     from langchain_core.messages import HumanMessage, SystemMessage
     from langchain_openai import ChatOpenAI
@@ -123,14 +130,22 @@ async def run_live(
         max_retries=0,
         timeout=1800,
     )
+    with_logprobs = chat.model_copy(
+        update={"logprobs": True, "top_logprobs": meta.top_logprobs or 5}
+    )
     root = base_url.rsplit("/v1", 1)[0]
     client = DynasorClient(root, api_key=api_key)
     bar = progress or Progress(len(questions) * len(methods), "live")
     gate = asyncio.Semaphore(max(1, concurrency))
 
     async def one(name: str, q: QuestionTrace) -> LiveRow:
+        weigh = name in weighted
         sc = SelfConsistency(
-            chat, controller=methods[name](), client=client, max_tokens=meta.max_tokens
+            with_logprobs if weigh else chat,
+            controller=methods[name](),
+            client=client,
+            max_tokens=meta.max_tokens,
+            confidence_window=window if weigh else None,
         )
         messages = [SystemMessage(meta.system_prompt), HumanMessage(q.question)]
         async with gate:
