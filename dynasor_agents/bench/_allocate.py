@@ -177,6 +177,19 @@ class _Question:
         return QuestionStatus(len(self.answers), value)
 
 
+def _check_orders(
+    questions: Sequence[PreparedQuestion], orders: Sequence[Sequence[int]], samples: int
+) -> None:
+    """One ordering per question, each of at least ``samples`` paths."""
+    if len(questions) != len(orders):
+        raise InvalidInputError(f"{len(questions)} questions but {len(orders)} orderings")
+    for q, order in zip(questions, orders, strict=True):
+        if len(order) < samples:
+            raise InvalidInputError(
+                f"question {q.id}: ordering of {len(order)} < max_samples={samples}"
+            )
+
+
 def allocate(
     questions: Sequence[PreparedQuestion],
     orders: Sequence[Sequence[int]],
@@ -213,15 +226,9 @@ def allocate(
         >>> [(o.samples, o.tokens, o.reason) for o in allocate(qs, [[0, 1, 2, 3]] * 2, 60, rule)]
         [(2, 20, 'budget'), (4, 40, 'max_samples')]
     """
-    if len(questions) != len(orders):
-        raise InvalidInputError(f"{len(questions)} questions but {len(orders)} orderings")
     if budget < 0:
         raise InvalidInputError(f"budget must be >= 0, got {budget!r}")
-    for q, order in zip(questions, orders, strict=True):
-        if len(order) < rule.max_samples:
-            raise InvalidInputError(
-                f"question {q.id}: ordering of {len(order)} < max_samples={rule.max_samples}"
-            )
+    _check_orders(questions, orders, rule.max_samples)
     memo = memo if memo is not None else CertaindexMemo()
     state = [_Question([], {}) for _ in questions]
     left = budget
@@ -294,14 +301,11 @@ def gain_observations(
         ...                                                 samples=4)]
         [(0.0, 0.3333333333333333), (0.0, 0.5), (0.42, 0.0)]
     """
-    if len(questions) != len(orders):
-        raise InvalidInputError(f"{len(questions)} questions but {len(orders)} orderings")
     if not 1 <= start < samples:
         raise InvalidInputError(f"need 1 <= start < samples, got {start}, {samples}")
+    _check_orders(questions, orders, samples)
     memo = memo if memo is not None else CertaindexMemo()
     for q, order in zip(questions, orders, strict=True):
-        if len(order) < samples:
-            raise InvalidInputError(f"question {q.id}: ordering of {len(order)} < {samples}")
         answers = [q.answers[p] for p in order[:samples]]
         final = q.is_correct(majority(answers))
         state = _Question([], {})
