@@ -44,7 +44,7 @@ import numpy as np
 
 from dynasor_agents.errors import InvalidInputError
 
-__all__ = ["GainCurve", "Ranking", "by_gain", "lowest_certainty"]
+__all__ = ["GainCurve", "Piecewise", "Ranking", "by_gain", "lowest_certainty"]
 
 
 class Piecewise:
