@@ -57,6 +57,8 @@ def test_fit_takes_the_mean_of_each_bin() -> None:
         GainCurve.fit(obs, bins=0)
     with pytest.raises(InvalidInputError, match=r"\[0, 1\]"):
         GainCurve.fit([(1.2, 0.0)])
+    with pytest.raises(InvalidInputError, match="pairs"):
+        GainCurve.fit([(0.1, 0.2, 0.3)])
 
 
 def test_a_curve_survives_json() -> None:
