@@ -64,7 +64,8 @@ class SelfConsistencyResult(BaseModel):
 
     Attributes:
         program_id: The program's id (also on the server).
-        answer: The majority answer, normalized (``None`` if no sample answered).
+        answer: The majority answer, normalized (``None`` if no sample answered);
+            the confidence-weighted one when samples are scored.
         answer_text: The majority answer as the first sample that gave it wrote it.
         certainty: Certaindex of the answers at the end.
         trajectory: Certaindex after each detect step.
