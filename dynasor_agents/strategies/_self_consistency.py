@@ -13,6 +13,7 @@ first detect step because every sample agrees):
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -23,7 +24,6 @@ from langchain_core.runnables import Runnable, RunnableConfig
 from dynasor_agents._batch import BatchAllocator
 from dynasor_agents._sync import LoopThread
 from dynasor_agents.certainty import (
-    DEFAULT_WINDOW,
     AnswerExtractor,
     extract_answer,
     lowest_group_confidence,
@@ -130,16 +130,6 @@ class SelfConsistency(Strategy[SelfConsistencyResult]):
         self.max_tokens = max_tokens
         self.confidence_window = confidence_window
 
-    def _confidence(self, logprobs: Any) -> float:
-        """A sample's weight: its lowest group confidence (DeepConf)."""
-        if not logprobs:
-            raise InvalidInputError(
-                "confidence_window needs each sample's top logprobs; the model returned "
-                "none (create it with logprobs=True, top_logprobs=5)"
-            )
-        window = self.confidence_window or DEFAULT_WINDOW
-        return lowest_group_confidence(token_confidences(logprobs), window=window)
-
     def _start(
         self, model_input: Any, program: Program, config: RunnableConfig
     ) -> tuple[Core[SelfConsistencyResult], Sampler]:
@@ -148,7 +138,9 @@ class SelfConsistency(Strategy[SelfConsistencyResult]):
             program_id=program.id,
             extractor=self.extractor,
             max_tokens=self.max_tokens,
-            confidence=self._confidence if self.confidence_window is not None else None,
+            confidence=None
+            if self.confidence_window is None
+            else functools.partial(_trace_confidence, window=self.confidence_window),
         )
         return core, self.sampler_for(self.model, model_input, program, config)
 
@@ -156,3 +148,13 @@ class SelfConsistency(Strategy[SelfConsistencyResult]):
         """The majority answer as one sample, with all the tokens it took."""
         text = boxed_answer(result.answer_text)
         return Completion(text, result.prompt_tokens, result.completion_tokens)
+
+
+def _trace_confidence(logprobs: Any, *, window: int) -> float:
+    """A sample's vote weight: DeepConf's lowest group confidence over ``window`` tokens."""
+    if not logprobs:
+        raise InvalidInputError(
+            "confidence_window needs each sample's top logprobs; the model returned "
+            "none (create it with logprobs=True, top_logprobs=5)"
+        )
+    return lowest_group_confidence(token_confidences(logprobs), window=window)
