@@ -25,6 +25,7 @@ import asyncio
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 from dynasor_agents.bench._record import (
     SYSTEM_PROMPT,
@@ -73,20 +74,32 @@ def _record_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     rec.add_argument("--startup-timeout", type=float, default=300.0)
 
 
-LIVE_METHODS: dict[str, tuple[list[tuple[str, dict[str, float]]], int, int]] = {
-    "fixed-16": ([("max_samples", {"n": 16})], 16, 16),
-    "certaindex-0.7": ([("threshold", {"value": 0.7}), ("max_samples", {"n": 16})], 5, 11),
-    "certaindex-step1-0.7": (
+class LiveMethod(NamedTuple):
+    """A policy ``bench live`` runs: its terms, round sizes and whether votes are weighted
+    by trace confidence (``confidence_window``, replayed with ``weighted=True``)."""
+
+    terms: list[tuple[str, dict[str, float]]]
+    first_round: int
+    round_size: int
+    weighted: bool = False
+
+
+LIVE_METHODS: dict[str, LiveMethod] = {
+    "fixed-16": LiveMethod([("max_samples", {"n": 16})], 16, 16),
+    "certaindex-0.7": LiveMethod(
+        [("threshold", {"value": 0.7}), ("max_samples", {"n": 16})], 5, 11
+    ),
+    "certaindex-step1-0.7": LiveMethod(
         [("threshold", {"value": 0.7}), ("max_samples", {"n": 16})],
         5,
         1,
     ),
-    "adaptive-consistency-0.95": (
+    "adaptive-consistency-0.95": LiveMethod(
         [("adaptive_consistency", {"threshold": 0.95}), ("max_samples", {"n": 16})],
         1,
         1,
     ),
-    "hopeless-0.7-below-0.3": (
+    "hopeless-0.7-below-0.3": LiveMethod(
         [
             ("threshold", {"value": 0.7}),
             ("hopeless", {"below": 0.3, "after": 8}),
@@ -95,7 +108,7 @@ LIVE_METHODS: dict[str, tuple[list[tuple[str, dict[str, float]]], int, int]] = {
         5,
         1,
     ),
-    "wconsensus-hopeless-0.6-below-0.1": (
+    "wconsensus-hopeless-0.6-below-0.1": LiveMethod(
         [
             ("weighted_consensus", {"threshold": 0.6, "min_samples": 4}),
             ("hopeless", {"below": 0.1, "after": 8}),
@@ -103,12 +116,10 @@ LIVE_METHODS: dict[str, tuple[list[tuple[str, dict[str, float]]], int, int]] = {
         ],
         4,
         1,
+        weighted=True,
     ),
 }
-"""The policies ``bench live`` runs: (policy terms, first round, round size)."""
-
-WEIGHTED_LIVE = frozenset({"wconsensus-hopeless-0.6-below-0.1"})
-"""Live methods whose votes are weighted by trace confidence (``confidence_window``)."""
+"""The policies ``bench live`` runs."""
 
 
 def _live_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -149,13 +160,12 @@ def _live(args: argparse.Namespace) -> int:
     if unknown:
         raise InvalidInputError(f"unknown live methods {unknown}; known: {list(LIVE_METHODS)}")
     specs = {
-        n: ControllerSpec.of(LIVE_METHODS[n][0], first_round=LIVE_METHODS[n][1],
-                             round_size=LIVE_METHODS[n][2])
+        n: ControllerSpec.of(LIVE_METHODS[n].terms, first_round=LIVE_METHODS[n].first_round,
+                             round_size=LIVE_METHODS[n].round_size)
         for n in names
     }  # fmt: skip
-    methods = [
-        ControllerMethod(n, {}, spec, weighted=n in WEIGHTED_LIVE) for n, spec in specs.items()
-    ]
+    weighted = {n for n in names if LIVE_METHODS[n].weighted}
+    methods = [ControllerMethod(n, {}, spec, weighted=n in weighted) for n, spec in specs.items()]
     replay = run_replay(questions, methods, orderings=args.orderings)
     rows, engine = asyncio.run(
         run_live(
@@ -165,7 +175,7 @@ def _live(args: argparse.Namespace) -> int:
             meta,
             api_key=args.api_key,
             concurrency=args.concurrency,
-            weighted=WEIGHTED_LIVE,
+            weighted=weighted,
         )
     )
     live = summarize(rows)
