@@ -182,11 +182,17 @@ def test_dynasor_scheduling_runs_the_workload() -> None:
 # -- the server's budget ---------------------------------------------------------------------
 
 
-def test_a_budget_cut_path_completes_without_an_answer() -> None:
+def sc2_under(server: ServerConfig, programs: int = 1) -> SimResult:
+    """``programs`` sc-2 programs arriving at once, two 8-token paths saying 4, under
+    ``server``, on gang scheduling with fixed counts and ``max_tokens=8``."""
     q = question("q:1", [("4", 8), ("4", 8)])
-    work = workload((0.0, q, OnlineStrategy("sc-2", 2)))
+    work = workload(*[(0.0, q, OnlineStrategy("sc-2", 2))] * programs)
     gang_fixed = SystemSpec("gang", "gang", early_stop=False)
-    run = simulate(work, gang_fixed, toy(), max_tokens=8, server=ServerConfig(default_budget=12))
+    return simulate(work, gang_fixed, toy(), max_tokens=8, server=server)
+
+
+def test_a_budget_cut_path_completes_without_an_answer() -> None:
+    run = sc2_under(ServerConfig(default_budget=12))
     row = run.rows[0]
     # The first request reserves 8 of the 12 tokens; the second is capped at 4: cut
     # short, it completes without text and abstains.
@@ -195,11 +201,7 @@ def test_a_budget_cut_path_completes_without_an_answer() -> None:
 
 
 def test_a_program_the_server_refuses_becomes_a_row_with_its_error() -> None:
-    q = question("q:1", [("4", 8), ("4", 8)])
-    sc = OnlineStrategy("sc-2", 2)
-    work = workload((0.0, q, sc), (0.0, q, sc))
-    gang_fixed = SystemSpec("gang", "gang", early_stop=False)
-    run = simulate(work, gang_fixed, toy(), max_tokens=8, server=ServerConfig(max_programs=1))
+    run = sc2_under(ServerConfig(max_programs=1), programs=2)
     ok, refused = sorted(run.rows, key=lambda r: r.error is not None)
     assert ok.error is None and ok.answer == "4"
     assert refused.error is not None and "(program p1)" in refused.error
@@ -207,10 +209,7 @@ def test_a_program_the_server_refuses_becomes_a_row_with_its_error() -> None:
 
 
 def test_a_refused_request_keeps_the_sample_admitted_before_it() -> None:
-    q = question("q:1", [("4", 8), ("4", 8)])
-    work = workload((0.0, q, OnlineStrategy("sc-2", 2)))
-    gang_fixed = SystemSpec("gang", "gang", early_stop=False)
-    run = simulate(work, gang_fixed, toy(), max_tokens=8, server=ServerConfig(default_budget=8))
+    run = sc2_under(ServerConfig(default_budget=8))
     row = run.rows[0]
     # The first request takes the whole budget; the second is refused. The core
     # waits for the first, answers with it and stops on the spent budget.
