@@ -5,8 +5,13 @@ Start vLLM with ``dynasor-agents serve MODEL [vLLM flags]``, or with
 :func:`vllm_command` / :func:`vllm_environment` (:class:`VLLMServer` runs that as
 a child process). This package imports only the wire protocol, never the
 strategies.
+
+The admission decision (:func:`admit`: program table, scheduling policy, hints
+and request shape in; :class:`Admitted` or :class:`Refused` out) is sans-IO, so
+a simulator runs the very decisions the middleware makes.
 """
 
+from dynasor_agents.server._admission import Admitted, Refused, admit
 from dynasor_agents.server._checkpoint import DEFAULT_MODEL, cache_dir, ensure_checkpoint
 from dynasor_agents.server._config import ServerConfig
 from dynasor_agents.server._launch import (
@@ -20,23 +25,30 @@ from dynasor_agents.server._launch import (
     vllm_environment,
 )
 from dynasor_agents.server._middleware import DynasorMiddleware
+from dynasor_agents.server._scheduling import RequestShape, SchedulingPolicy, make_policy
 from dynasor_agents.server._table import InFlight, ProgramRecord, ProgramTable
 
 __all__ = [
     "DEFAULT_MODEL",
     "MIDDLEWARE",
+    "Admitted",
     "DynasorMiddleware",
     "InFlight",
     "ProgramRecord",
     "ProgramTable",
+    "Refused",
+    "RequestShape",
+    "SchedulingPolicy",
     "ServerConfig",
     "ServerStartError",
     "VLLMServer",
+    "admit",
     "cache_dir",
     "ensure_checkpoint",
     "free_port",
     "is_cpu_build",
     "local_server",
+    "make_policy",
     "vllm_command",
     "vllm_environment",
 ]
