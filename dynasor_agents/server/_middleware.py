@@ -48,17 +48,13 @@ from dynasor_agents.protocol import (
     error_body,
     is_valid_program_id,
 )
+from dynasor_agents.server._admission import Admitted, Refused, admit, find_program
 from dynasor_agents.server._config import ServerConfig
 from dynasor_agents.server._metrics import ServerMetrics
 from dynasor_agents.server._relay import Relay, send_json
 from dynasor_agents.server._rewrite import RequestBody, parse_body
 from dynasor_agents.server._scheduling import SchedulingPolicy, make_policy
-from dynasor_agents.server._table import (
-    OwnerMismatchError,
-    ProgramRecord,
-    ProgramTable,
-    TableFullError,
-)
+from dynasor_agents.server._table import ProgramRecord, ProgramTable
 
 __all__ = ["DynasorMiddleware"]
 
@@ -215,72 +211,53 @@ class DynasorMiddleware:
         raw = await _read_body(receive, None)
         if raw is None:
             return  # the client left before its request arrived
-        # Only now touch the table: between here and ``begin_request`` nothing awaits,
-        # so the TTL sweep can never free a record a request is about to use.
-        record = await self._record(program_id, owner, send)
-        if record is None:
-            return
-        record.apply(hints, repeat_resets=False)
-        self.metrics.hints("header", _hint_fields(hints))
-        if not record.active:
-            await self._reject(
-                send,
-                ErrorCode.PROGRAM_STOPPED,
-                f"program {program_id} is {record.state.name.lower()}; it takes no new requests",
-            )
-            return
         body = parse_body(raw)
-        reserved = 0
+        # Only now touch the table: ``admit`` decides and registers the request in flight
+        # without awaiting, so the TTL sweep can never free a record a request is to use.
+        decision = admit(
+            self.table,
+            self.policy,
+            program_id,
+            owner=owner,
+            hints=hints,
+            shape=body.shape if body is not None else None,
+        )
+        if decision.record is not None:
+            self.metrics.hints("header", _hint_fields(hints))
+        if isinstance(decision, Refused):
+            await self._reject(send, decision.code, decision.message)
+            return
         if body is not None:
-            cap = record.cap(body.shape.max_tokens, body.shape.n)
-            if cap is not None and record.budget_left is not None:
-                if cap < 1:
-                    await self._reject(
-                        send,
-                        ErrorCode.BUDGET_EXHAUSTED,
-                        f"program {program_id} has spent its token budget "
-                        f"({record.completion_tokens} completion tokens used, "
-                        f"{record.reserved} reserved by requests in flight)",
-                    )
-                    return
-                body.set_max_tokens(cap)
-                reserved = cap * body.shape.n
-            priority = self.policy.priority(record, body.shape, self.table)
-            if priority is not None:
-                body.set_priority(priority)
-                record.priority = priority
+            if decision.max_tokens is not None:
+                body.set_max_tokens(decision.max_tokens)
+            if decision.priority is not None:
+                body.set_priority(decision.priority)
             body.request_usage()
             if body.changed:
                 raw = body.encode()
                 scope = _with_content_length(scope, len(raw))
-        await self._run(record, body, raw, scope, receive, send, reserved)
+        await self._run(decision, body, raw, scope, receive, send)
 
     async def _record(self, program_id: str, owner: str | None, send: Send) -> ProgramRecord | None:
         """The program's record, created on first sight; ``None`` after an error reply."""
-        try:
-            return self.table.get_or_create(program_id, owner=owner)
-        except OwnerMismatchError:
-            await self._reject(send, ErrorCode.PROGRAM_NOT_FOUND, f"no program {program_id}")
-        except TableFullError as exc:
-            await self._reject(
-                send,
-                ErrorCode.TOO_MANY_PROGRAMS,
-                f"{exc}; finish programs (DELETE {API_PREFIX}/{{id}}) or wait for them to expire",
-            )
-        return None
+        found = find_program(self.table, program_id, owner=owner)
+        if isinstance(found, Refused):
+            await self._reject(send, found.code, found.message)
+            return None
+        return found
 
     async def _run(
         self,
-        record: ProgramRecord,
+        admitted: Admitted,
         body: RequestBody | None,
         raw: bytes,
         scope: Scope,
         receive: Receive,
         send: Send,
-        reserved: int,
     ) -> None:
+        # The request is in flight since ``admit``: end it in ``finally`` whatever happens.
         self.metrics.admitted()
-        handle = record.begin_request(reserved)
+        record, handle = admitted.record, admitted.handle
         replay = _Replay(raw, receive)
         relay = Relay(
             replay.receive, send, handle.aborted, strip_usage=body is not None and body.strip_usage
