@@ -60,8 +60,8 @@ from dynasor_agents.controller import CertaintyController, Policy, max_tokens
 from dynasor_agents.errors import BudgetExhaustedError, InvalidInputError, NoSamplesError
 
 if TYPE_CHECKING:  # the strategies import this module: no runtime import back
-    from dynasor_agents.strategies._actions import Completion, SampleCall, Sampler
     from dynasor_agents.strategies._base import Strategy, StrategyInput
+    from dynasor_agents.strategies._drive import Completion, SampleCall, Sampler
 
 __all__ = ["BatchAllocator", "BatchReport", "QuestionReport", "batch_member", "pooled_sampler"]
 

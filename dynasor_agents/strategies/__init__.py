@@ -1,15 +1,5 @@
 """Reasoning strategies as LangChain Runnables, each a sans-IO core run by one driver."""
 
-from dynasor_agents.strategies._actions import (
-    Await,
-    Cancel,
-    Completion,
-    Emit,
-    Finish,
-    Launch,
-    SampleCall,
-    drive,
-)
 from dynasor_agents.strategies._base import Strategy, StrategyInput, chat_sampler
 from dynasor_agents.strategies._best_of_n import JUDGE_PROMPT, BestOfN, BestOfNInput
 from dynasor_agents.strategies._bon_core import (
@@ -28,6 +18,19 @@ from dynasor_agents.strategies._cot_core import (
     ProbedChainOfThoughtResult,
     probed_cot_core,
     probes_agree,
+)
+from dynasor_agents.strategies._drive import (
+    Action,
+    Await,
+    Cancel,
+    Completion,
+    Core,
+    Emit,
+    Finish,
+    Launch,
+    SampleCall,
+    Sampler,
+    drive,
 )
 from dynasor_agents.strategies._probed_cot import EFFORT_PRESETS, ProbedChainOfThought
 from dynasor_agents.strategies._sc_core import SelfConsistencyResult, self_consistency_core
@@ -53,6 +56,7 @@ __all__ = [
     "JUDGE_PROMPT",
     "PROBE_SUFFIXES",
     "PROGRESS_EVENT",
+    "Action",
     "Await",
     "BestOfN",
     "BestOfNInput",
@@ -60,6 +64,7 @@ __all__ = [
     "Cancel",
     "Completion",
     "CompletionsModel",
+    "Core",
     "Emit",
     "Finish",
     "Launch",
@@ -68,6 +73,7 @@ __all__ = [
     "ProbedChainOfThought",
     "ProbedChainOfThoughtResult",
     "SampleCall",
+    "Sampler",
     "ScoreRequest",
     "ScoredCandidate",
     "SelfConsistency",

@@ -45,7 +45,7 @@ from dynasor_agents._sync import LoopThread, default_loop
 from dynasor_agents.controller import CertaintyController
 from dynasor_agents.errors import InvalidInputError
 from dynasor_agents.program import DynasorClient, Program, typed_error
-from dynasor_agents.strategies._actions import Completion, Core, SampleCall, Sampler, drive
+from dynasor_agents.strategies._drive import Completion, Core, SampleCall, Sampler, drive
 
 __all__ = [
     "DEFAULT_PROMPT",

@@ -43,7 +43,6 @@ from dynasor_agents._sync import LoopThread
 from dynasor_agents.controller import CertaintyController, max_samples, threshold
 from dynasor_agents.errors import InvalidInputError
 from dynasor_agents.program import DynasorClient, Program
-from dynasor_agents.strategies._actions import Completion, Core, SampleCall, Sampler
 from dynasor_agents.strategies._base import (
     Strategy,
     StrategyInput,
@@ -59,6 +58,7 @@ from dynasor_agents.strategies._bon_core import (
     check_reward_range,
     logprob_reward,
 )
+from dynasor_agents.strategies._drive import Completion, Core, SampleCall, Sampler
 
 __all__ = ["JUDGE_PROMPT", "BestOfN", "BestOfNInput"]
 

@@ -12,7 +12,7 @@ is settled whatever the pending candidates return, and the core cancels them.
 Example (the core asks for a scoring request per candidate; the reward comes
 back as the scoring completion's text):
     >>> from dynasor_agents.controller import CertaintyController, max_samples, threshold
-    >>> from dynasor_agents.strategies._actions import Completion, Launch
+    >>> from dynasor_agents.strategies._drive import Completion, Launch
     >>> core = best_of_n_core(
     ...     CertaintyController(threshold(0.9, min_samples=1) | max_samples(8), first_round=2),
     ...     program_id="doc",
@@ -55,7 +55,7 @@ from dynasor_agents.errors import (
     ProgramStoppedError,
 )
 from dynasor_agents.protocol import Hints
-from dynasor_agents.strategies._actions import Await, Cancel, Completion, Core, Emit, Finish, Launch
+from dynasor_agents.strategies._drive import Await, Cancel, Completion, Core, Emit, Finish, Launch
 
 __all__ = [
     "CANDIDATE",

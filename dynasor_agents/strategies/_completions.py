@@ -24,7 +24,7 @@ import openai
 from dynasor_agents.errors import InvalidInputError
 from dynasor_agents.program import typed_error
 from dynasor_agents.protocol import PROGRAM_ID_HEADER
-from dynasor_agents.strategies._actions import Completion, SampleCall
+from dynasor_agents.strategies._drive import Completion, SampleCall
 
 __all__ = ["CompletionsModel", "TextRequest", "chatml"]
 

@@ -10,7 +10,7 @@ probes give the same non-empty answer and none of them hedges ("wait", "hmm",
 stops, leaving the rest of the token cap unspent.
 
 Example (the model settles on 42; two agreeing probes stop it):
-    >>> from dynasor_agents.strategies._actions import Completion
+    >>> from dynasor_agents.strategies._drive import Completion
     >>> core = probed_cot_core(prompt_text="Q: 6*7?\n", program_id="doc", chunk_tokens=8,
     ...                        window=2, max_tokens=64, probe="dynasor")
     >>> def chunk(text):  # a chunk that used all its 8 tokens
@@ -59,8 +59,8 @@ from dynasor_agents.certainty import AnswerExtractor, extract_answer, normalize_
 from dynasor_agents.controller import StopReason
 from dynasor_agents.errors import BudgetExhaustedError, InvalidInputError, ProgramStoppedError
 from dynasor_agents.protocol import Hints
-from dynasor_agents.strategies._actions import Await, Cancel, Completion, Core, Emit, Finish, Launch
 from dynasor_agents.strategies._completions import TextRequest
+from dynasor_agents.strategies._drive import Await, Cancel, Completion, Core, Emit, Finish, Launch
 
 __all__ = [
     "CHUNK_TAG",

@@ -9,7 +9,7 @@ probes), then the result with the answer.
 Example (a scripted model that settles on 42 at once; with the ``aggressive``
 preset two agreeing probes stop it long before its 4096-token cap):
 
-    >>> from dynasor_agents.strategies._actions import Completion
+    >>> from dynasor_agents.strategies._drive import Completion
     >>> async def model(call):
     ...     if call.request.temperature == 0.0:  # a probe
     ...         return Completion("42}", 30, 2, finish_reason="length")
@@ -38,7 +38,6 @@ from dynasor_agents._sync import LoopThread
 from dynasor_agents.certainty import AnswerExtractor, extract_answer
 from dynasor_agents.errors import InvalidInputError
 from dynasor_agents.program import DynasorClient, Program
-from dynasor_agents.strategies._actions import Completion, Core, Sampler
 from dynasor_agents.strategies._base import Strategy, StrategyInput, boxed_answer, message_text
 from dynasor_agents.strategies._completions import chatml
 from dynasor_agents.strategies._cot_core import (
@@ -47,6 +46,7 @@ from dynasor_agents.strategies._cot_core import (
     check_config,
     probed_cot_core,
 )
+from dynasor_agents.strategies._drive import Completion, Core, Sampler
 
 __all__ = ["EFFORT_PRESETS", "ProbedChainOfThought"]
 

@@ -12,7 +12,7 @@ their sequential definitions do.
 
 Example:
     >>> from dynasor_agents.controller import CertaintyController, max_samples, threshold
-    >>> from dynasor_agents.strategies._actions import Await, Completion, Launch
+    >>> from dynasor_agents.strategies._drive import Await, Completion, Launch
     >>> core = self_consistency_core(
     ...     CertaintyController(threshold(0.9) | max_samples(10), first_round=3),
     ...     program_id="doc",
@@ -54,7 +54,7 @@ from dynasor_agents.certainty import (
 from dynasor_agents.controller import CertaintyController, ProgramState, StopReason
 from dynasor_agents.errors import BudgetExhaustedError, NoSamplesError, ProgramStoppedError
 from dynasor_agents.protocol import Hints
-from dynasor_agents.strategies._actions import Await, Cancel, Completion, Core, Emit, Finish, Launch
+from dynasor_agents.strategies._drive import Await, Cancel, Completion, Core, Emit, Finish, Launch
 
 __all__ = ["SelfConsistencyResult", "self_consistency_core"]
 

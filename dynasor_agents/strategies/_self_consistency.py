@@ -32,7 +32,6 @@ from dynasor_agents.certainty import (
 from dynasor_agents.controller import CertaintyController
 from dynasor_agents.errors import InvalidInputError
 from dynasor_agents.program import DynasorClient, Program
-from dynasor_agents.strategies._actions import Completion, Core, Sampler
 from dynasor_agents.strategies._base import (
     DEFAULT_PROMPT,
     PROGRESS_EVENT,
@@ -40,6 +39,7 @@ from dynasor_agents.strategies._base import (
     StrategyInput,
     boxed_answer,
 )
+from dynasor_agents.strategies._drive import Completion, Core, Sampler
 from dynasor_agents.strategies._sc_core import SelfConsistencyResult, self_consistency_core
 
 __all__ = ["DEFAULT_PROMPT", "PROGRESS_EVENT", "SelfConsistency", "SelfConsistencyInput"]

@@ -55,8 +55,8 @@ from dynasor_agents.errors import (
     ProgramStoppedError,
 )
 from dynasor_agents.protocol import Hints
-from dynasor_agents.strategies._actions import Await, Cancel, Completion, Core, Emit, Finish, Launch
 from dynasor_agents.strategies._completions import TextRequest
+from dynasor_agents.strategies._drive import Await, Cancel, Completion, Core, Emit, Finish, Launch
 from dynasor_agents.strategies._tree_policies import Node, SearchTree, TreePolicy
 
 __all__ = [

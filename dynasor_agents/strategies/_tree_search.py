@@ -10,7 +10,7 @@ then cancelled.
 Example (a scripted sampler: every branch answers 4 in one step; two agreeing
 leaves with high logprob reward make the program certain after one round):
 
-    >>> from dynasor_agents.strategies._actions import Completion
+    >>> from dynasor_agents.strategies._drive import Completion
     >>> async def model(call):
     ...     return Completion("So \\boxed{4}", 9, 4, finish_reason="stop", logprobs=[-0.1] * 4)
     >>> ts = TreeSearch(model, policy=beam(width=2, expand=1))
@@ -37,7 +37,6 @@ from dynasor_agents.certainty import AnswerExtractor, extract_answer
 from dynasor_agents.controller import CertaintyController, max_samples
 from dynasor_agents.errors import InvalidInputError
 from dynasor_agents.program import DynasorClient, Program
-from dynasor_agents.strategies._actions import Completion, Core, SampleCall, Sampler
 from dynasor_agents.strategies._base import (
     Strategy,
     boxed_answer,
@@ -46,6 +45,7 @@ from dynasor_agents.strategies._base import (
     question_text,
 )
 from dynasor_agents.strategies._completions import chatml
+from dynasor_agents.strategies._drive import Completion, Core, SampleCall, Sampler
 from dynasor_agents.strategies._tree_core import (
     ScoreRequest,
     TreeSearchResult,

@@ -24,9 +24,9 @@ from dynasor_agents import (
 )
 from dynasor_agents.errors import BudgetExhaustedError
 from dynasor_agents.protocol import CERTAINTY_HEADER, PROGRAM_ID_HEADER
-from dynasor_agents.strategies._actions import Await, Cancel, Completion, Emit, Finish, Launch
 from dynasor_agents.strategies._best_of_n import BestOfN
 from dynasor_agents.strategies._bon_core import CANDIDATE, ScoreRequest, best_of_n_core
+from dynasor_agents.strategies._drive import Await, Cancel, Completion, Emit, Finish, Launch
 
 from .strategy_fakes import Recorder, ScriptedChat
 

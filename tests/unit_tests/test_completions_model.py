@@ -11,8 +11,8 @@ import pytest
 
 from dynasor_agents.errors import BudgetExhaustedError, InvalidInputError
 from dynasor_agents.protocol import PROGRAM_ID_HEADER
-from dynasor_agents.strategies._actions import SampleCall
 from dynasor_agents.strategies._completions import CompletionsModel, TextRequest
+from dynasor_agents.strategies._drive import SampleCall
 
 
 def model_for(handler: Any) -> CompletionsModel:

@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from dynasor_agents import DynasorClient, Program
-from dynasor_agents.strategies._actions import (
+from dynasor_agents.strategies._drive import (
     Await,
     Cancel,
     Completion,

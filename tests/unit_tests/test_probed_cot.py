@@ -19,15 +19,6 @@ from dynasor_agents import (
     StopReason,
 )
 from dynasor_agents.protocol import PROGRAM_ID_HEADER
-from dynasor_agents.strategies._actions import (
-    Await,
-    Cancel,
-    Completion,
-    Emit,
-    Finish,
-    Launch,
-    SampleCall,
-)
 from dynasor_agents.strategies._completions import CompletionsModel, TextRequest
 from dynasor_agents.strategies._cot_core import (
     CHUNK_TAG,
@@ -37,6 +28,15 @@ from dynasor_agents.strategies._cot_core import (
     ProbeTag,
     probe_suffix_for,
     probed_cot_core,
+)
+from dynasor_agents.strategies._drive import (
+    Await,
+    Cancel,
+    Completion,
+    Emit,
+    Finish,
+    Launch,
+    SampleCall,
 )
 from dynasor_agents.strategies._probed_cot import EFFORT_PRESETS, ProbedChainOfThought
 

@@ -22,8 +22,8 @@ from dynasor_agents import (
 )
 from dynasor_agents.errors import BudgetExhaustedError
 from dynasor_agents.protocol import PROGRAM_ID_HEADER
-from dynasor_agents.strategies._actions import Completion, SampleCall
 from dynasor_agents.strategies._completions import TextRequest
+from dynasor_agents.strategies._drive import Completion, SampleCall
 from dynasor_agents.strategies._tree_core import TreeStopReason, logprob_reward
 from dynasor_agents.strategies._tree_policies import (
     SearchTree,
