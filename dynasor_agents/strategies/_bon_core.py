@@ -39,6 +39,7 @@ back as the scoring completion's text):
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -48,14 +49,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from dynasor_agents.certainty import mean_token_probability
 from dynasor_agents.controller import CertaintyController, ProgramState, StopReason
-from dynasor_agents.errors import (
-    BudgetExhaustedError,
-    InvalidInputError,
-    NoSamplesError,
-    ProgramStoppedError,
-)
+from dynasor_agents.errors import InvalidInputError, NoSamplesError
 from dynasor_agents.protocol import Hints
-from dynasor_agents.strategies._drive import Await, Cancel, Completion, Core, Emit, Finish, Launch
+from dynasor_agents.strategies._drive import Completion, Core, Emit, Finish, Launch, await_round
 
 __all__ = [
     "CANDIDATE",
@@ -292,6 +288,32 @@ def best_of_n_core(
             take_score(len(texts) - 1, score(done))
         return len(texts) - 1
 
+    def take(done: Completion, *, hints: Hints) -> Launch | None:
+        """Record one completion; a new candidate without ``score`` gets a scoring request."""
+        spend(done)
+        if _is_score(done.tag):
+            take_score(done.tag[1], done.text)
+            return None
+        index = add_candidate(done)
+        if score is not None:
+            return None
+        return Launch(
+            n=1,
+            max_tokens=reward_max_tokens,
+            hints=hints,
+            request=ScoreRequest(done.text, index),
+            tag=("score", index),
+        )
+
+    def settled(pending: int) -> StopReason | None:
+        """Rewards only add evidence: a cleared threshold stays cleared."""
+        if not scored:
+            return None
+        verdict = controller.decide(state)
+        if verdict.reason in (StopReason.CERTAIN, StopReason.MAX_TOKENS):
+            return verdict.reason
+        return None
+
     while reason is None:
         decision = controller.decide(state)
         if decision.stop:
@@ -305,55 +327,18 @@ def best_of_n_core(
         )
         per_sample = max_tokens if cap is None else min(cap, max_tokens or cap)
         yield Launch(n=decision.next_batch, max_tokens=per_sample, hints=hints, tag=CANDIDATE)
-        pending = decision.next_batch
-        refused: BudgetExhaustedError | None = None
-        while pending:
-            try:
-                done: Completion = yield Await()
-            except ProgramStoppedError:
-                if not scored:
-                    raise
-                reason = StopReason.SERVER_STOPPED
-                break
-            except BudgetExhaustedError as exc:
-                # Refused: the budget is spent. Requests admitted earlier still finish.
-                refused = exc
-                pending -= 1
-                continue
-            pending -= 1
+        reason, stragglers = yield from await_round(
+            decision.next_batch,
+            take=functools.partial(take, hints=hints),
+            settled=settled,
+            answered=lambda: bool(scored),
+        )
+        for done in stragglers:
             spend(done)
             if _is_score(done.tag):
                 take_score(done.tag[1], done.text)
             else:
-                index = add_candidate(done)
-                if score is None:
-                    yield Launch(
-                        n=1,
-                        max_tokens=reward_max_tokens,
-                        hints=hints,
-                        request=ScoreRequest(done.text, index),
-                        tag=("score", index),
-                    )
-                    pending += 1
-                    continue
-            if pending and scored:
-                # Rewards only add evidence: a cleared threshold stays cleared.
-                verdict = controller.decide(state)
-                if verdict.reason in (StopReason.CERTAIN, StopReason.MAX_TOKENS):
-                    reason = verdict.reason
-                    break
-        if refused is not None and reason is None:
-            if not scored:
-                raise refused
-            reason = StopReason.MAX_TOKENS  # the server says the budget is spent
-        if reason is not None:
-            stragglers: list[Completion] = yield Cancel()
-            for done in stragglers:
-                spend(done)
-                if _is_score(done.tag):
-                    take_score(done.tag[1], done.text)
-                else:
-                    add_candidate(done)
+                add_candidate(done)
         state = replace(
             state, trajectory=(*state.trajectory, state.certainty), rounds=state.rounds + 1
         )

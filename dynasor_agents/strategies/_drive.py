@@ -20,6 +20,9 @@ action                 sent back
 ``Emit(snapshot)``     ``None`` after the snapshot was published
 ``Finish(stop)``       ``None`` after the server was told (stop or finish)
 =====================  ======================================================
+
+A round-based core waits for each round's requests with :func:`await_round`
+(``yield from``), which also handles the server refusing some of them.
 """
 
 from __future__ import annotations
@@ -34,7 +37,8 @@ from collections.abc import Awaitable, Callable, Generator
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-from dynasor_agents.errors import DynasorError
+from dynasor_agents.controller import StopReason
+from dynasor_agents.errors import BudgetExhaustedError, DynasorError, ProgramStoppedError
 from dynasor_agents.program import Program
 from dynasor_agents.protocol import Hints
 
@@ -49,6 +53,7 @@ __all__ = [
     "Launch",
     "SampleCall",
     "Sampler",
+    "await_round",
     "drive",
 ]
 
@@ -135,6 +140,108 @@ Action = Launch | Await | Cancel | Emit[Any] | Finish
 Core = Generator[Action, Any, R]
 Sampler = Callable[[SampleCall], Awaitable[Completion]]
 """``sampler(call)`` sends one request and returns its completion."""
+
+
+def await_round(
+    pending: int,
+    *,
+    take: Callable[[Completion], Launch | None],
+    settled: Callable[[int], StopReason | None],
+    answered: Callable[[], bool],
+) -> Generator[Action, Any, tuple[StopReason | None, list[Completion]]]:
+    """Wait for the ``pending`` requests of a round; when it stops early, cancel the rest.
+
+    Used with ``yield from`` by a core after it launched a round: it yields an
+    :class:`Await` per request and hands each completion to ``take``. A request
+    the server refused (:class:`~dynasor_agents.errors.BudgetExhaustedError`:
+    the program's budget is spent) ends the round with ``MAX_TOKENS``, but only
+    after the requests the server admitted before it came in: they hold their
+    tokens and still finish. A stopped program
+    (:class:`~dynasor_agents.errors.ProgramStoppedError`) ends the round at
+    once with ``SERVER_STOPPED``. When the core has nothing to answer with
+    (``answered()`` is false) either error is raised instead. The core decides,
+    in its own terms, what a completion adds (``take``), whether it has
+    something to answer with (``answered``) and whether it is settled before
+    the round is over (``settled``).
+
+    Args:
+        pending: Requests of the round that are running.
+        take: Records one completion; may return a follow-up :class:`Launch`
+            (e.g. a request scoring the new candidate), which is yielded and
+            waited for as part of the round.
+        settled: Asked after a completion that launched nothing, while
+            requests are still pending, with their number: a stop reason ends
+            the round there (e.g. ``CERTAIN`` whatever they return).
+        answered: Whether the core has something to answer with.
+
+    Returns:
+        Why the round stopped (``None``: every request came in and nothing
+        said stop) and, when it stopped, the completions that had finished
+        but were not yet taken: a :class:`Cancel` cancelled the rest. The core
+        records these stragglers itself (``take`` never sees them).
+
+    Raises:
+        ProgramStoppedError: The server stopped the program before the core
+            had something to answer with.
+        BudgetExhaustedError: The server refused a request of the round and,
+            once the admitted ones came in, the core had nothing to answer with.
+
+    Example:
+        >>> from dynasor_agents.errors import BudgetExhaustedError
+        >>> texts = []
+        >>> waiting = await_round(
+        ...     3,
+        ...     take=lambda done: texts.append(done.text),
+        ...     settled=lambda pending: None,
+        ...     answered=lambda: bool(texts),
+        ... )
+        >>> next(waiting), waiting.send(Completion("a"))
+        (Await(), Await())
+        >>> waiting.throw(BudgetExhaustedError("budget spent"))  # the third was admitted
+        Await()
+        >>> waiting.send(Completion("b"))  # it came in: stop, cancel whatever still runs
+        Cancel()
+        >>> try:
+        ...     waiting.send([])  # the driver answers Cancel with the stragglers
+        ... except StopIteration as end:
+        ...     reason, stragglers = end.value
+        >>> reason.value, stragglers, texts
+        ('max_tokens', [], ['a', 'b'])
+    """
+    reason: StopReason | None = None
+    refused: BudgetExhaustedError | None = None
+    while pending:
+        try:
+            done: Completion = yield Await()
+        except ProgramStoppedError:
+            if not answered():
+                raise
+            reason = StopReason.SERVER_STOPPED
+            break
+        except BudgetExhaustedError as exc:
+            # The server refused this request: the budget is spent. Requests it
+            # admitted earlier hold their tokens and still finish: keep them.
+            refused = exc
+            pending -= 1
+            continue
+        pending -= 1
+        follow_up = take(done)
+        if follow_up is not None:
+            yield follow_up
+            pending += follow_up.n
+            continue
+        if pending:
+            reason = settled(pending)
+            if reason is not None:
+                break
+    if refused is not None and reason is None:
+        if not answered():
+            raise refused
+        reason = StopReason.MAX_TOKENS  # the server says the budget is spent
+    if reason is None:
+        return None, []
+    stragglers: list[Completion] = yield Cancel()
+    return reason, stragglers
 
 
 async def _tagged(sampler: Sampler, call: SampleCall, tag: Any) -> Completion:

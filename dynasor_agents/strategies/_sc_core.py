@@ -52,9 +52,9 @@ from dynasor_agents.certainty import (
     normalize_answer,
 )
 from dynasor_agents.controller import CertaintyController, ProgramState, StopReason
-from dynasor_agents.errors import BudgetExhaustedError, NoSamplesError, ProgramStoppedError
+from dynasor_agents.errors import NoSamplesError
 from dynasor_agents.protocol import Hints
-from dynasor_agents.strategies._drive import Await, Cancel, Completion, Core, Emit, Finish, Launch
+from dynasor_agents.strategies._drive import Completion, Core, Emit, Finish, Launch, await_round
 
 __all__ = ["SelfConsistencyResult", "self_consistency_core"]
 
@@ -196,6 +196,16 @@ def self_consistency_core(
             completion_tokens=state.completion_tokens + done.completion_tokens,
         )
 
+    def settled(pending: int) -> StopReason | None:
+        """Settled whatever the ``pending`` samples say, or out of tokens: stop now."""
+        early = controller.decide(measured(pending))
+        spent = controller.decide(state)
+        if early.reason is StopReason.CERTAIN:
+            return StopReason.CERTAIN
+        if spent.reason is StopReason.MAX_TOKENS:
+            return StopReason.MAX_TOKENS
+        return None
+
     while reason is None:
         decision = controller.decide(state)
         if decision.stop:
@@ -212,39 +222,11 @@ def self_consistency_core(
                 remaining=decision.remaining,
             ),
         )
-        pending = decision.next_batch
-        refused: BudgetExhaustedError | None = None
-        while pending:
-            try:
-                done: Completion = yield Await()
-            except ProgramStoppedError:
-                if not raw:
-                    raise
-                reason = StopReason.SERVER_STOPPED
-                break
-            except BudgetExhaustedError as exc:
-                # The server refused this sample: the budget is spent. Samples it
-                # admitted earlier hold their tokens and still finish: keep them.
-                refused = exc
-                pending -= 1
-                continue
-            pending -= 1
+        reason, stragglers = yield from await_round(
+            decision.next_batch, take=record, settled=settled, answered=lambda: bool(raw)
+        )
+        for done in stragglers:
             record(done)
-            if pending:
-                # Settled whatever the pending samples say, or out of tokens: stop now.
-                early = controller.decide(measured(pending))
-                spent = controller.decide(state)
-                if early.reason is StopReason.CERTAIN or spent.reason is StopReason.MAX_TOKENS:
-                    reason = early.reason if early.reason is StopReason.CERTAIN else spent.reason
-                    break
-        if refused is not None and reason is None:
-            if not raw:
-                raise refused
-            reason = StopReason.MAX_TOKENS  # the server says the budget is spent
-        if reason is not None:
-            stragglers: list[Completion] = yield Cancel()
-            for done in stragglers:
-                record(done)
         state = measured()
         state = replace(
             state, trajectory=(*state.trajectory, state.certainty), rounds=state.rounds + 1

@@ -31,6 +31,7 @@ Example:
 from __future__ import annotations
 
 import enum
+import functools
 import math
 import re
 from collections.abc import Callable
@@ -48,15 +49,10 @@ from dynasor_agents.certainty import (
 )
 from dynasor_agents.certainty import normalize_answer as _normalize
 from dynasor_agents.controller import CertaintyController, ProgramState, StopReason
-from dynasor_agents.errors import (
-    BudgetExhaustedError,
-    InvalidInputError,
-    NoSamplesError,
-    ProgramStoppedError,
-)
+from dynasor_agents.errors import InvalidInputError, NoSamplesError
 from dynasor_agents.protocol import Hints
 from dynasor_agents.strategies._completions import TextRequest
-from dynasor_agents.strategies._drive import Await, Cancel, Completion, Core, Emit, Finish, Launch
+from dynasor_agents.strategies._drive import Completion, Core, Emit, Finish, Launch, await_round
 from dynasor_agents.strategies._tree_policies import Node, SearchTree, TreePolicy
 
 __all__ = [
@@ -333,6 +329,24 @@ def tree_search_core(
             return None
         return None if straggler else node
 
+    def take(done: Completion, *, hints: Hints) -> Launch | None:
+        """Record one completion; a new step that needs scoring gets a scoring request."""
+        fresh = deliver(done)
+        if fresh is None:
+            return None
+        score = ScoreRequest(question, fresh.steps)
+        return Launch(1, None, hints, request=score, tag=("score", fresh.id))
+
+    def settled(pending: int) -> StopReason | None:
+        """Certain whatever the ``pending`` branches say, or out of tokens: stop now."""
+        nonlocal state
+        state = replace(state, samples=len(tree.leaves()))
+        if certain(measure(pending)):
+            return StopReason.CERTAIN
+        if controller.decide(state).reason is StopReason.MAX_TOKENS:
+            return StopReason.MAX_TOKENS
+        return None
+
     def snapshot(final: bool) -> TreeSearchResult:
         leaves = tree.leaves()
         votes: dict[str, tuple[float, int]] = {}
@@ -402,44 +416,14 @@ def tree_search_core(
             )
             per_step = step_tokens if cap is None else min(cap, step_tokens)
             yield Launch(n, per_step, hints, request=request, tag=("step", node.id))
-        pending = sum(n for _, n in picks)
-        refused: BudgetExhaustedError | None = None
-        while pending:
-            try:
-                done: Completion = yield Await()
-            except ProgramStoppedError:
-                if tree.size == 0:
-                    raise
-                reason = StopReason.SERVER_STOPPED
-                break
-            except BudgetExhaustedError as exc:
-                # Refused: the budget is spent. Requests admitted earlier still finish.
-                refused = exc
-                pending -= 1
-                continue
-            pending -= 1
-            fresh = deliver(done)
-            if fresh is not None:
-                score = ScoreRequest(question, fresh.steps)
-                yield Launch(1, None, hints, request=score, tag=("score", fresh.id))
-                pending += 1
-                continue
-            if pending:
-                state = replace(state, samples=len(tree.leaves()))
-                if certain(measure(pending)):
-                    reason = StopReason.CERTAIN
-                elif controller.decide(state).reason is StopReason.MAX_TOKENS:
-                    reason = StopReason.MAX_TOKENS
-                if reason is not None:
-                    break
-        if refused is not None and reason is None:
-            if tree.size == 0:
-                raise refused
-            reason = StopReason.MAX_TOKENS  # the server says the budget is spent
-        if reason is not None:
-            stragglers: list[Completion] = yield Cancel()
-            for done in stragglers:
-                deliver(done, straggler=True)
+        reason, stragglers = yield from await_round(
+            sum(n for _, n in picks),
+            take=functools.partial(take, hints=hints),
+            settled=settled,
+            answered=lambda: tree.size > 0,
+        )
+        for done in stragglers:
+            deliver(done, straggler=True)
         signals = measure()
         state = replace(
             state,
