@@ -56,7 +56,7 @@ from pydantic import BaseModel
 from dynasor_agents._allocation import PoolMember, TokenPool, pool_share
 from dynasor_agents._progress import Progress
 from dynasor_agents._ranking import Ranking
-from dynasor_agents.controller import CertaintyController, Policy, max_tokens
+from dynasor_agents.controller import CertaintyController, Policy, StopReason, max_tokens
 from dynasor_agents.errors import BudgetExhaustedError, InvalidInputError, NoSamplesError
 
 if TYPE_CHECKING:  # the strategies import this module: no runtime import back
@@ -66,8 +66,6 @@ if TYPE_CHECKING:  # the strategies import this module: no runtime import back
 __all__ = ["BatchAllocator", "BatchReport", "QuestionReport", "batch_member", "pooled_sampler"]
 
 R = TypeVar("R", bound=BaseModel)
-
-SETTLED, HOPELESS, CAPPED = "certain", "hopeless", ("max_tokens", "max_samples")
 
 
 @dataclass(frozen=True)
@@ -206,11 +204,12 @@ def pooled_sampler(sampler: Sampler, member: PoolMember) -> Sampler:
 
 
 def _classify(reason: str | None) -> str:
-    if reason == SETTLED:
+    """How a question ended, from its result's ``stop_reason`` value."""
+    if reason == StopReason.CERTAIN:
         return "settled"
-    if reason == HOPELESS:
+    if reason == StopReason.HOPELESS:
         return "hopeless"
-    if reason in CAPPED:
+    if reason in (StopReason.MAX_TOKENS, StopReason.MAX_SAMPLES):
         return "capped"
     return "other"
 
