@@ -43,11 +43,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import contextvars
 import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from langchain_core.runnables import RunnableConfig
 from langchain_core.runnables.config import get_config_list
@@ -59,13 +58,41 @@ from dynasor_agents._ranking import Ranking
 from dynasor_agents.controller import CertaintyController, Policy, StopReason, max_tokens
 from dynasor_agents.errors import BudgetExhaustedError, InvalidInputError, NoSamplesError
 
-if TYPE_CHECKING:  # the strategies import this module: no runtime import back
-    from dynasor_agents.strategies._base import Strategy, StrategyInput
-    from dynasor_agents.strategies._drive import Completion, SampleCall, Sampler
+__all__ = ["BatchAllocator", "BatchMember", "BatchReport", "BatchStrategy", "QuestionReport"]
 
-__all__ = ["BatchAllocator", "BatchReport", "QuestionReport", "batch_member", "pooled_sampler"]
-
+In_contra = TypeVar("In_contra", contravariant=True)
+R_co = TypeVar("R_co", bound=BaseModel, covariant=True)
+In = TypeVar("In")
 R = TypeVar("R", bound=BaseModel)
+
+
+@dataclass(frozen=True)
+class BatchMember:
+    """One question of a batch, as the strategy running it sees it.
+
+    Attributes:
+        pool: Its account in the batch's :class:`TokenPool`: every request of
+            the question is reserved in it before it is sent.
+        controller: The controller the question decides with: the strategy's
+            own with the batch's policies and its share of the pool on top
+            (``None`` when the strategy has no ``CertaintyController``).
+    """
+
+    pool: PoolMember
+    controller: CertaintyController | None
+
+
+class BatchStrategy(Protocol[In_contra, R_co]):
+    """What a :class:`BatchAllocator` runs: a strategy that runs one input as a batch member.
+
+    Every :class:`~dynasor_agents.Strategy` is one.
+    """
+
+    async def arun_member(
+        self, input: In_contra, config: RunnableConfig, member: BatchMember, **kwargs: Any
+    ) -> R_co:
+        """Run ``input`` as its own program, deciding and spending as ``member``."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -145,62 +172,6 @@ class BatchReport:
             f"{self.hopeless} hopeless, {self.capped} capped ({self.pool_capped} by pool), "
             f"{self.failed} failed"
         )
-
-
-@dataclass
-class _Binding:
-    """One batch member bound to the strategy object running it."""
-
-    strategy: object
-    member: PoolMember
-    controller: CertaintyController | None
-
-
-_MEMBER: contextvars.ContextVar[_Binding | None] = contextvars.ContextVar(
-    "dynasor_batch_member", default=None
-)
-
-
-def batch_member(strategy: object) -> tuple[PoolMember, CertaintyController | None] | None:
-    """The pool account and controller of the batch member ``strategy`` runs now.
-
-    ``None`` outside a batch, and for any other strategy object (e.g. a nested
-    one, whose tokens its enclosing program accounts for).
-    """
-    binding = _MEMBER.get()
-    if binding is None or binding.strategy is not strategy:
-        return None
-    return binding.member, binding.controller
-
-
-def pooled_sampler(sampler: Sampler, member: PoolMember) -> Sampler:
-    """``sampler`` with each request reserved in, and settled with, ``member``'s pool.
-
-    A request the pool cannot cover raises
-    :class:`~dynasor_agents.errors.BudgetExhaustedError` (the strategies stop
-    with ``MAX_TOKENS`` on it, as when the server refuses a spent budget). A
-    request for something else than the program's prompt (``call.request``
-    set, e.g. a scoring request) without ``max_tokens`` is not reserved, only
-    charged. A request that never comes back (cancelled or failed) is charged
-    its whole reservation, as the server charges an aborted request.
-    """
-
-    async def sample(call: SampleCall) -> Completion:
-        cap, reserved = member.open_call(call.max_tokens, sample=call.request is None)
-        if cap != call.max_tokens:
-            call = dataclasses.replace(call, max_tokens=cap)
-        used: int | None = None
-        try:
-            done = await sampler(call)
-            used = done.completion_tokens
-            return done
-        finally:
-            # A request that never came back (cancelled by a stop, or failed) may have
-            # generated up to its cap in the engine before the abort reached it: charge
-            # the whole reservation, so the engine's own count stays within the budget.
-            member.close_call(reserved, reserved if used is None else used)
-
-    return sample
 
 
 def _classify(reason: str | None) -> str:
@@ -335,8 +306,8 @@ class BatchAllocator:
 
     async def arun(
         self,
-        strategy: Strategy[R],
-        inputs: Sequence[StrategyInput],
+        strategy: BatchStrategy[In, R],
+        inputs: Sequence[In],
         config: RunnableConfig | Sequence[RunnableConfig] | None = None,
         *,
         return_exceptions: bool = False,
@@ -351,7 +322,7 @@ class BatchAllocator:
                 ``max_concurrency`` ...).
             return_exceptions: Put a failed question's exception in its place
                 instead of raising (the other questions' results are kept).
-            **kwargs: Passed to each ``ainvoke``.
+            **kwargs: Passed to each run (as to ``ainvoke``).
 
         Returns:
             The results and the batch's :class:`BatchReport` (also stored as
@@ -380,8 +351,8 @@ class BatchAllocator:
             pool.join(str(i), limit=self.per_query_tokens, ask=first_ask, floor=floor)
             for i in range(len(items))
         ]
-        bindings = [
-            _Binding(strategy, m, None if base is None else self._controller(base, m, sample))
+        seats = [
+            BatchMember(m, None if base is None else self._controller(base, m, sample))
             for m in members
         ]
         outcomes: list[Any] = [None] * len(items)
@@ -401,9 +372,10 @@ class BatchAllocator:
 
         async def one(i: int) -> Any:
             async with gate if gate is not None else contextlib.nullcontext():
-                token = _MEMBER.set(bindings[i])
                 try:
-                    outcomes[i] = await strategy.ainvoke(items[i], configs[i], **kwargs)
+                    outcomes[i] = await strategy.arun_member(
+                        items[i], configs[i], seats[i], **kwargs
+                    )
                 except NoSamplesError as exc:
                     outcomes[i] = exc
                     if members[i].capped and members[i].spent == 0:
@@ -417,7 +389,6 @@ class BatchAllocator:
                 except Exception as exc:
                     outcomes[i] = exc
                 finally:
-                    _MEMBER.reset(token)
                     members[i].leave()
                 done[i] = True
                 tick(outcomes[i])

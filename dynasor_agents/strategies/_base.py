@@ -28,6 +28,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import contextlib
+import dataclasses
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
@@ -40,7 +41,8 @@ from langchain_core.runnables import Runnable, RunnableConfig
 from langchain_core.runnables.config import patch_config
 from pydantic import BaseModel
 
-from dynasor_agents._batch import BatchAllocator, batch_member, pooled_sampler
+from dynasor_agents._allocation import PoolMember
+from dynasor_agents._batch import BatchAllocator, BatchMember
 from dynasor_agents._sync import LoopThread, default_loop
 from dynasor_agents.controller import CertaintyController
 from dynasor_agents.errors import InvalidInputError
@@ -56,6 +58,7 @@ __all__ = [
     "chat_sampler",
     "message_text",
     "message_usage",
+    "pooled_sampler",
     "question_text",
 ]
 
@@ -156,6 +159,36 @@ def chat_sampler(
     return sample
 
 
+def pooled_sampler(sampler: Sampler, pool: PoolMember) -> Sampler:
+    """``sampler`` with each request reserved in, and settled with, a batch member's ``pool``.
+
+    A request the pool cannot cover raises
+    :class:`~dynasor_agents.errors.BudgetExhaustedError` (the strategies stop
+    with ``MAX_TOKENS`` on it, as when the server refuses a spent budget). A
+    request for something else than the program's prompt (``call.request``
+    set, e.g. a scoring request) without ``max_tokens`` is not reserved, only
+    charged. A request that never comes back (cancelled or failed) is charged
+    its whole reservation, as the server charges an aborted request.
+    """
+
+    async def sample(call: SampleCall) -> Completion:
+        cap, reserved = pool.open_call(call.max_tokens, sample=call.request is None)
+        if cap != call.max_tokens:
+            call = dataclasses.replace(call, max_tokens=cap)
+        used: int | None = None
+        try:
+            done = await sampler(call)
+            used = done.completion_tokens
+            return done
+        finally:
+            # A request that never came back (cancelled by a stop, or failed) may have
+            # generated up to its cap in the engine before the abort reached it: charge
+            # the whole reservation, so the engine's own count stays within the budget.
+            pool.close_call(reserved, reserved if used is None else used)
+
+    return sample
+
+
 class Strategy(Runnable[StrategyInput, R]):
     """Base of every strategy Runnable.
 
@@ -194,16 +227,11 @@ class Strategy(Runnable[StrategyInput, R]):
 
     @property
     def controller(self) -> CertaintyController:
-        """The strategy's :class:`CertaintyController` (strategies that have one set it).
+        """The strategy's own :class:`CertaintyController` (strategies that have one set it).
 
-        Inside a batch member (see :class:`~dynasor_agents.BatchAllocator`) this
-        is the member's controller: the strategy's own, with the batch's
-        policies and its share of the token pool on top. So every strategy's
-        ``_start`` reading ``self.controller`` takes part in batch allocation.
+        A question of a batch (see :class:`~dynasor_agents.BatchAllocator`)
+        decides with its member's controller instead, which ``_start`` is given.
         """
-        bound = batch_member(self)
-        if bound is not None and bound[1] is not None:
-            return bound[1]
         try:
             own: CertaintyController = self.__dict__["_controller"]
         except KeyError:
@@ -218,9 +246,23 @@ class Strategy(Runnable[StrategyInput, R]):
 
     @abc.abstractmethod
     def _start(
-        self, model_input: Any, program: Program, config: RunnableConfig
+        self,
+        model_input: Any,
+        program: Program,
+        config: RunnableConfig,
+        controller: CertaintyController | None,
     ) -> tuple[Core[R], Sampler]:
-        """The strategy's core for one program, and the sampler its requests go to."""
+        """The strategy's core for one program, and the sampler its requests go to.
+
+        Args:
+            model_input: The prepared input.
+            program: The program the core runs as.
+            config: The run's config.
+            controller: The controller of a batch member (the strategy's own
+                with the batch's policies and its share of the pool on top),
+                which the core decides with instead of :attr:`controller`;
+                ``None`` outside a batch (and for a nested strategy).
+        """
 
     @abc.abstractmethod
     def as_completion(self, result: R) -> Completion:
@@ -263,7 +305,7 @@ class Strategy(Runnable[StrategyInput, R]):
 
     async def arun_nested(self, model_input: Any, program: Program, config: RunnableConfig) -> R:
         """Run as a sample of an enclosing strategy, inside its ``program``."""
-        core, sampler = self._start(model_input, program, config)
+        core, sampler = self._start(model_input, program, config, None)
         return await drive(core, sampler=sampler, program=program, nested=True)
 
     async def _run(
@@ -274,6 +316,7 @@ class Strategy(Runnable[StrategyInput, R]):
         *,
         program_id: str | None = None,
         on_snapshot: Callable[[R], Any] | None = None,
+        member: BatchMember | None = None,
     ) -> R:
         model_input = await self._prepare(value, config)
         program = Program(program_id or self.program_ids(), client=self.client)
@@ -284,10 +327,10 @@ class Strategy(Runnable[StrategyInput, R]):
             if on_snapshot is not None:
                 await on_snapshot(snapshot)
 
-        core, sampler = self._start(model_input, program, child)
-        bound = batch_member(self)
-        if bound is not None:  # a batch member: every request goes through the pool
-            sampler = pooled_sampler(sampler, bound[0])
+        controller = None if member is None else member.controller
+        core, sampler = self._start(model_input, program, child, controller)
+        if member is not None:  # a batch member: every request goes through the pool
+            sampler = pooled_sampler(sampler, member.pool)
         return await drive(core, sampler=sampler, program=program, emit=emit)
 
     async def ainvoke(
@@ -295,6 +338,20 @@ class Strategy(Runnable[StrategyInput, R]):
     ) -> R:
         """Run one program; ``program_id=`` names it."""
         return await self._acall_with_config(self._run, input, config, **kwargs)
+
+    async def arun_member(
+        self,
+        input: StrategyInput,
+        config: RunnableConfig | None,
+        member: BatchMember,
+        **kwargs: Any,
+    ) -> R:
+        """Run one program as a question of a batch (what :class:`BatchAllocator` calls).
+
+        As :meth:`ainvoke`, but the core decides with ``member.controller`` and
+        every request is reserved in, and settled with, ``member.pool``.
+        """
+        return await self._acall_with_config(self._run, input, config, member=member, **kwargs)
 
     async def astream(
         self,

@@ -182,10 +182,14 @@ class BestOfN(Strategy[BestOfNResult]):
         self.reward_max_tokens = reward_max_tokens
 
     def _start(
-        self, model_input: Any, program: Program, config: RunnableConfig
+        self,
+        model_input: Any,
+        program: Program,
+        config: RunnableConfig,
+        controller: CertaintyController | None,
     ) -> tuple[Core[BestOfNResult], Sampler]:
         core = best_of_n_core(
-            self.controller,
+            self.controller if controller is None else controller,
             program_id=program.id,
             max_tokens=self.max_tokens,
             score=logprob_reward if self.reward is None else None,

@@ -36,6 +36,7 @@ from langchain_core.runnables import RunnableConfig
 
 from dynasor_agents._sync import LoopThread
 from dynasor_agents.certainty import AnswerExtractor, extract_answer
+from dynasor_agents.controller import CertaintyController
 from dynasor_agents.errors import InvalidInputError
 from dynasor_agents.program import DynasorClient, Program
 from dynasor_agents.strategies._base import Strategy, StrategyInput, boxed_answer, message_text
@@ -184,8 +185,13 @@ class ProbedChainOfThought(Strategy[ProbedChainOfThoughtResult]):
         return _question(value)
 
     def _start(
-        self, model_input: Any, program: Program, config: RunnableConfig
+        self,
+        model_input: Any,
+        program: Program,
+        config: RunnableConfig,
+        controller: CertaintyController | None,
     ) -> tuple[Core[ProbedChainOfThoughtResult], Sampler]:
+        # No controller: probes decide when to stop (a batch only reserves its requests).
         core = probed_cot_core(
             prompt_text=self.prompt_format(_question(model_input)),
             program_id=program.id,

@@ -131,10 +131,14 @@ class SelfConsistency(Strategy[SelfConsistencyResult]):
         self.confidence_window = confidence_window
 
     def _start(
-        self, model_input: Any, program: Program, config: RunnableConfig
+        self,
+        model_input: Any,
+        program: Program,
+        config: RunnableConfig,
+        controller: CertaintyController | None,
     ) -> tuple[Core[SelfConsistencyResult], Sampler]:
         core = self_consistency_core(
-            self.controller,
+            self.controller if controller is None else controller,
             program_id=program.id,
             extractor=self.extractor,
             max_tokens=self.max_tokens,

@@ -199,14 +199,18 @@ class TreeSearch(Strategy[TreeSearchResult]):
         self.temperature = temperature
 
     def _start(
-        self, model_input: Any, program: Program, config: RunnableConfig
+        self,
+        model_input: Any,
+        program: Program,
+        config: RunnableConfig,
+        controller: CertaintyController | None,
     ) -> tuple[Core[TreeSearchResult], Sampler]:
         question = question_text(model_input)
         core = tree_search_core(
             self.prompt_format(question),
             question=question,
             policy=self.policy,
-            controller=self.controller,
+            controller=self.controller if controller is None else controller,
             program_id=program.id,
             scored=self.step_reward is not None,
             delimiter=self.delimiter,

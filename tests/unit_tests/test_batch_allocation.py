@@ -560,6 +560,24 @@ async def test_any_strategy_with_a_controller_shares_the_pool() -> None:
     assert all(cap == 50 for _, cap in model._caps)
 
 
+async def test_inside_a_batch_the_strategy_keeps_its_own_controller() -> None:
+    own = controller(first=2, cap=4)
+    seen: list[CertaintyController] = []
+
+    def script(question: str, k: int) -> tuple[str | None, int]:
+        seen.append(sc.controller)  # read while the batch runs this question
+        return f"{question}{k}", 30
+
+    sc = SelfConsistency(LengthChat(script=script), controller=own, max_tokens=40)
+    allocator = quiet(total_tokens=200, per_query_tokens=80)
+    await sc.abatch(["a", "b"], allocator=allocator)
+    assert seen and all(c is own for c in seen)
+    report = allocator.last_report
+    # The members still decided with the batch's controllers: per-question cap and pool.
+    assert report is not None and report.spent <= 200
+    assert all(row.completion_tokens <= 80 for row in report.rows)
+
+
 def test_bad_allocator_arguments_are_clear_errors() -> None:
     with pytest.raises(InvalidInputError, match="total_tokens"):
         BatchAllocator(total_tokens=0)
