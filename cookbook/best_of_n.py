@@ -27,7 +27,7 @@ from dynasor_agents import (
     max_samples,
     threshold,
 )
-from dynasor_agents.bench import DEFAULT_PROBLEMS
+from dynasor_agents.demo import DEFAULT_PROBLEMS
 
 
 def main() -> None:

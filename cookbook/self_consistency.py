@@ -6,7 +6,7 @@ then::
 
     .venv/bin/python cookbook/self_consistency.py --base-url http://127.0.0.1:8000/v1
 
-It runs the demo's built-in problems (``dynasor_agents.bench.DEFAULT_PROBLEMS``: a
+It runs the demo's built-in problems (``dynasor_agents.demo.DEFAULT_PROBLEMS``: a
 few questions the 135M test model answers consistently and a few it answers almost
 at random), streaming each program's Certaindex after every detect step.
 """
@@ -25,7 +25,7 @@ from dynasor_agents import (
     max_samples,
     threshold,
 )
-from dynasor_agents.bench import DEFAULT_PROBLEMS, short_answer
+from dynasor_agents.demo import DEFAULT_PROBLEMS, short_answer
 
 
 def main() -> None:

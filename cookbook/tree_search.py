@@ -20,7 +20,7 @@ import argparse
 import openai
 
 from dynasor_agents import CertaintyController, DynasorClient, max_samples, max_tokens
-from dynasor_agents.bench import DEFAULT_PROBLEMS
+from dynasor_agents.demo import DEFAULT_PROBLEMS
 from dynasor_agents.strategies import (
     CompletionsModel,
     TreePolicy,

@@ -19,6 +19,8 @@ Example:
 
 from dynasor_agents._allocation import PoolMember, TokenPool, budget_curve, pool_share
 from dynasor_agents._batch import BatchAllocator, BatchReport, QuestionReport
+from dynasor_agents._calibration import load_calibration, load_controller, write_calibration
+from dynasor_agents._controller_spec import ControllerSpec
 from dynasor_agents._progress import Progress
 from dynasor_agents._ranking import GainCurve, Ranking, by_gain, lowest_certainty
 from dynasor_agents._stopping import (
@@ -91,6 +93,7 @@ __all__ = [
     "BudgetExhaustedError",
     "CertaintyController",
     "CompletionsModel",
+    "ControllerSpec",
     "Decision",
     "DynasorClient",
     "GainCurve",
@@ -133,6 +136,8 @@ __all__ = [
     "early_stopping",
     "extract_answer",
     "hopeless",
+    "load_calibration",
+    "load_controller",
     "lowest_certainty",
     "majority_share",
     "max_samples",
@@ -144,4 +149,5 @@ __all__ = [
     "threshold",
     "weighted_consensus",
     "weighted_vote",
+    "write_calibration",
 ]

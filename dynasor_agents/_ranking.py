@@ -4,7 +4,7 @@ When a batch's tokens are scarce, an allocator must choose which question
 samples next. Both allocators choose the same way, with a :class:`Ranking`:
 the live :class:`~dynasor_agents.TokenPool` (members between rounds claim
 tokens ahead of lower-ranked members) and the replayed allocator of
-``dynasor_agents.bench`` (the next sample goes to the top-ranked question).
+``dynasor_bench`` (the next sample goes to the top-ranked question).
 
 Two rankings:
 

@@ -181,8 +181,32 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+COMMANDS_GROUP: Final = "dynasor_agents.commands"
+"""Entry-point group of commands other packages add (``bench`` comes from dynasor_bench)."""
+
+
+def _plugin(name: str) -> Callable[[Sequence[str]], int]:
+    """The command ``name`` that an installed package registered in :data:`COMMANDS_GROUP`.
+
+    Raises:
+        InvalidInputError: No installed package provides it.
+    """
+    from importlib.metadata import entry_points
+
+    from dynasor_agents.errors import InvalidInputError
+
+    found = entry_points(group=COMMANDS_GROUP, name=name)
+    if not found:
+        raise InvalidInputError(
+            f"no installed package provides `dynasor-agents {name}`; reinstall dynasor-agents "
+            "(its distribution ships the benchmark suite, dynasor_bench, that provides bench)"
+        )
+    command: Callable[[Sequence[str]], int] = next(iter(found)).load()
+    return command
+
+
 def _demo(args: argparse.Namespace) -> int:
-    from dynasor_agents.bench import DEFAULT_PROBLEMS, load_problems, run_demo
+    from dynasor_agents.demo import DEFAULT_PROBLEMS, load_problems, run_demo
 
     if args.dataset:
         problems = load_problems(args.dataset, limit=args.limit or 5)
@@ -306,9 +330,7 @@ def _run(
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     try:
         if args.command == "bench":
-            from dynasor_agents.bench._cli import bench_main
-
-            return bench_main(rest)
+            return _plugin("bench")(rest)
         if args.command == "serve":
             return _serve(
                 args, rest, execute=execute, environ=os.environ if environ is None else environ

@@ -7,4 +7,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-exec .venv/bin/python -m dynasor_agents.bench.overhead "$@"
+exec .venv/bin/python -m dynasor_bench.overhead "$@"

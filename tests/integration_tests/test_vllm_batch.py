@@ -20,12 +20,13 @@ from dynasor_agents import (
     BatchAllocator,
     CertaintyController,
     DynasorClient,
+    Progress,
     SelfConsistency,
     max_samples,
     threshold,
 )
-from dynasor_agents.bench import Progress, load_bank, record_bank, select_questions
-from dynasor_agents.bench._record import RecordSettings
+from dynasor_bench import load_bank, record_bank, select_questions
+from dynasor_bench.traces._record import RecordSettings
 
 from .conftest import Backend, chat
 

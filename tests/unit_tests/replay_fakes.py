@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 
-from dynasor_agents.bench._traces import PathTrace, QuestionTrace
+from dynasor_bench.traces._bank import PathTrace, QuestionTrace
 
 
 def path(answer: str | None, tokens: int, confidence: Sequence[float] | None = None) -> PathTrace:

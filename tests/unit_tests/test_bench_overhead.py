@@ -9,7 +9,14 @@ import math
 import httpx
 import pytest
 
-from dynasor_agents.bench._overhead import (
+from dynasor_agents.protocol import (
+    BUDGET_HEADER,
+    CERTAINTY_HEADER,
+    PROGRAM_ID_HEADER,
+    REMAINING_HEADER,
+    Hints,
+)
+from dynasor_bench.overhead._benchmark import (
     LoadFigures,
     OverheadReport,
     Workload,
@@ -23,13 +30,6 @@ from dynasor_agents.bench._overhead import (
     targets_met,
     throughput_ratio,
     verdicts,
-)
-from dynasor_agents.protocol import (
-    BUDGET_HEADER,
-    CERTAINTY_HEADER,
-    PROGRAM_ID_HEADER,
-    REMAINING_HEADER,
-    Hints,
 )
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import dataclasses
 import json
@@ -12,17 +11,17 @@ import httpx
 import numpy as np
 import pytest
 
-from dynasor_agents.bench._engine_calibrate import calibrate_engine, fit_decode
-from dynasor_agents.bench._online import program_id, run_online
-from dynasor_agents.bench._sim_engine import CPU_QWEN_05B
-from dynasor_agents.bench._workload import (
+from dynasor_agents.errors import InvalidInputError
+from dynasor_bench.online._run import program_id, run_online
+from dynasor_bench.sim._calibrate import calibrate_engine, fit_decode
+from dynasor_bench.sim._engine import CPU_QWEN_05B
+from dynasor_bench.workload._workload import (
     SYSTEMS,
     OnlineStrategy,
     make_workload,
     poisson_arrivals,
     source_difficulty,
 )
-from dynasor_agents.errors import InvalidInputError
 from tests.unit_tests.replay_fakes import path, question, random_bank
 from tests.unit_tests.strategy_fakes import ScriptedChat
 
@@ -225,12 +224,12 @@ def test_calibration_asks_for_exact_lengths_on_unique_prompts() -> None:
 def test_report_simulates_beside_the_measurement_and_writes_tables_and_plots(
     tmp_path: Path,
 ) -> None:
-    from dynasor_agents.bench._engine_calibrate import Calibration
-    from dynasor_agents.bench._online_output import write_report
-    from dynasor_agents.bench._online_plan import BankShape, bases
-    from dynasor_agents.bench._sim import simulate
-    from dynasor_agents.bench._traces import BankMeta
-    from dynasor_agents.bench._workload import DEFAULT_MIX
+    from dynasor_bench.online._output import ReportSettings, write_report
+    from dynasor_bench.online._plan import BankShape, bases
+    from dynasor_bench.sim._calibrate import Calibration
+    from dynasor_bench.sim._simulate import simulate
+    from dynasor_bench.traces._bank import BankMeta
+    from dynasor_bench.workload._workload import DEFAULT_MIX
 
     bank = random_bank(3, questions=6, k=16)
     cost = dataclasses.replace(CPU_QWEN_05B, name="toy-cpu", max_num_seqs=8)
@@ -244,11 +243,13 @@ def test_report_simulates_beside_the_measurement_and_writes_tables_and_plots(
         for s in SYSTEMS
         for r in simulate(wl, s, cost, max_tokens=320, request_overhead=0.01).rows
     ]
-    args = argparse.Namespace(out=tmp_path, slo_scale=3.0, seed=0, programs=3, sim_programs=3)
+    settings = ReportSettings(
+        out=tmp_path, command="bench online", slo_scale=3.0, seed=0, programs=3, sim_programs=3
+    )
     meta = BankMeta(model="m", k=16, max_tokens=320, temperature=0.7, top_p=0.95,
                     top_logprobs=5, system_prompt="s", seed=0)  # fmt: skip
     path = write_report(
-        args, systems=SYSTEMS, questions=bank, meta=meta, shape=shape, cal=cal,
+        settings, systems=SYSTEMS, questions=bank, meta=meta, shape=shape, cal=cal,
         rates=[0.05], base=base, rows=rows, scales=[1.0, 2.0, 4.0], replicas=[1],
     )  # fmt: skip
     text = path.read_text()
@@ -269,7 +270,7 @@ def test_report_simulates_beside_the_measurement_and_writes_tables_and_plots(
     ],
 )
 def test_online_command_names_bad_arguments(argv: list[str], message: str) -> None:
-    from dynasor_agents.bench._online_cli import online_main
+    from dynasor_bench import bench_main
 
     with pytest.raises(InvalidInputError, match=message):
-        online_main(argv)
+        bench_main(["online", *argv])

@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dynasor_agents.bench._online_report import (
+from dynasor_agents.errors import InvalidInputError
+from dynasor_bench.online._report import (
     CellSummary,
     RateBound,
     append_rows,
@@ -25,8 +26,7 @@ from dynasor_agents.bench._online_report import (
     summarize_cells,
     tightest_slo,
 )
-from dynasor_agents.bench._workload import OnlineRow
-from dynasor_agents.errors import InvalidInputError
+from dynasor_bench.workload._workload import OnlineRow
 
 
 def _row(

@@ -17,7 +17,7 @@ from dynasor_agents import (
     by_gain,
     lowest_certainty,
 )
-from dynasor_agents.bench._allocate import AllocationRule, QuestionStatus, pick
+from dynasor_bench.replay._allocate import AllocationRule, QuestionStatus, pick
 
 # A hump: hopeless (low) and settled (high) questions gain little, the middle most.
 HUMP = GainCurve([(0.1, 0.0), (0.5, 0.05), (0.9, 0.0)])

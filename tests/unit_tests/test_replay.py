@@ -28,8 +28,7 @@ from dynasor_agents._stopping import (
     hopeless,
     weighted_consensus,
 )
-from dynasor_agents.bench._methods import DeepConfOnline, FixedN, Oracle, WeightedFixedN
-from dynasor_agents.bench._replay import (
+from dynasor_bench.replay._core import (
     CertaindexMemo,
     Outcome,
     PreparedQuestion,
@@ -39,8 +38,9 @@ from dynasor_agents.bench._replay import (
     replay_controller,
     replay_core,
 )
-from dynasor_agents.bench._report import run_replay
-from dynasor_agents.bench._suite import default_suite
+from dynasor_bench.replay._methods import DeepConfOnline, FixedN, Oracle, WeightedFixedN
+from dynasor_bench.replay._report import run_replay
+from dynasor_bench.replay._suite import default_suite
 
 from .replay_fakes import path, question, random_bank
 from .strategy_fakes import AsyncOnlyChat

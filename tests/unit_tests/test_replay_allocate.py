@@ -7,7 +7,7 @@ import random
 import pytest
 
 from dynasor_agents import GainCurve, InvalidInputError, by_gain, lowest_certainty
-from dynasor_agents.bench._allocate import (
+from dynasor_bench.replay._allocate import (
     AllocationRule,
     QuestionStatus,
     allocate,
@@ -16,8 +16,8 @@ from dynasor_agents.bench._allocate import (
     priority,
     settled,
 )
-from dynasor_agents.bench._replay import orderings, prepare_bank, prepare_question
-from dynasor_agents.bench._suite import AllocatorMethod
+from dynasor_bench.replay._core import orderings, prepare_bank, prepare_question
+from dynasor_bench.replay._suite import AllocatorMethod
 
 from .replay_fakes import path, question, random_bank
 

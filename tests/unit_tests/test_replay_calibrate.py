@@ -7,19 +7,22 @@ from pathlib import Path
 
 import pytest
 
-from dynasor_agents import InvalidInputError, ProgramState
-from dynasor_agents.bench._calibrate import (
-    choose,
+from dynasor_agents import (
+    ControllerSpec,
+    InvalidInputError,
+    ProgramState,
     load_calibration,
     load_controller,
+)
+from dynasor_bench import bench_main
+from dynasor_bench.replay._calibrate import (
+    choose,
     save_calibration,
     split_bank,
 )
-from dynasor_agents.bench._methods import ControllerMethod, FixedN, Oracle
-from dynasor_agents.bench._replay_cli import calibrate_cli, replay_main
-from dynasor_agents.bench._report import run_replay
-from dynasor_agents.bench._spec import ControllerSpec
-from dynasor_agents.bench._traces import append_question
+from dynasor_bench.replay._methods import ControllerMethod, FixedN, Oracle
+from dynasor_bench.replay._report import run_replay
+from dynasor_bench.traces._bank import append_question
 
 from .replay_fakes import path, question, random_bank
 
@@ -128,16 +131,16 @@ def test_replay_cli_prints_the_tables_and_writes_the_report(
     out = tmp_path / "out"
     args = ["--bank", str(bank), "--orderings", "3", "--methods", methods, "--workers", "1"]
     pytest.importorskip("matplotlib")
-    assert replay_main([*args, "--out", str(out)]) == 0
+    assert bench_main(["replay", *args, "--out", str(out)]) == 0
     printed = capsys.readouterr()
     assert "## Matching fixed N=8" in printed.out and "| oracle |" in printed.out
     assert "| deepconf-low |" in printed.out and "[replay" in printed.err
     assert (out / "report.md").read_text().startswith("# Replay of toy")
     assert (out / "accuracy_vs_tokens.png").stat().st_size > 0
-    assert replay_main([*args, "--split", "--quiet"]) == 0
+    assert bench_main(["replay", *args, "--split", "--quiet"]) == 0
     assert "held-out" in capsys.readouterr().out
     with pytest.raises(InvalidInputError, match="unknown method families"):
-        replay_main([*args, "--methods", "nope"])
+        bench_main(["replay", *args, "--methods", "nope"])
 
 
 def test_calibrate_cli_saves_a_loadable_controller(
@@ -146,9 +149,9 @@ def test_calibrate_cli_saves_a_loadable_controller(
     bank = write_bank(tmp_path)
     out = tmp_path / "calib.json"
     argv = ["--bank", str(bank), "--orderings", "3", "--family", "certaindex", "--quiet"]
-    assert calibrate_cli([*argv, "--target-ratio", "1.0", "--out", str(out)]) == 0
+    assert bench_main(["calibrate", *argv, "--target-ratio", "1.0", "--out", str(out)]) == 0
     assert "saved" in capsys.readouterr().out
     ctl = load_controller(out)
     assert ctl.first_round == 5 and ctl.round_size == 3  # K=8: detect at 5, then the rest
     with pytest.raises(InvalidInputError, match="not a controller"):
-        calibrate_cli([*argv, "--family", "deepconf-low", "--target-ratio", "1.0"])
+        bench_main(["calibrate", *argv, "--family", "deepconf-low", "--target-ratio", "1.0"])

@@ -6,10 +6,12 @@ from collections.abc import Sequence
 
 import pytest
 
-from dynasor_agents.bench._sim import SimResult, route, simulate
-from dynasor_agents.bench._sim_engine import CostModel
-from dynasor_agents.bench._traces import PathTrace, QuestionTrace
-from dynasor_agents.bench._workload import (
+from dynasor_agents.errors import InvalidInputError
+from dynasor_agents.server._config import ServerConfig
+from dynasor_bench.sim._engine import CostModel
+from dynasor_bench.sim._simulate import SimResult, route, simulate
+from dynasor_bench.traces._bank import PathTrace, QuestionTrace
+from dynasor_bench.workload._workload import (
     SYSTEMS,
     OnlineStrategy,
     OnlineWorkload,
@@ -17,8 +19,6 @@ from dynasor_agents.bench._workload import (
     SystemSpec,
     make_workload,
 )
-from dynasor_agents.errors import InvalidInputError
-from dynasor_agents.server._config import ServerConfig
 
 from .replay_fakes import random_bank
 

@@ -7,14 +7,14 @@ from typing import Any
 
 import pytest
 
-from dynasor_agents.bench._sim_engine import (
+from dynasor_agents.errors import InvalidInputError
+from dynasor_bench.sim._engine import (
     CPU_QWEN_05B,
     H100_8B,
     CostModel,
     Engine,
     FinishedRequest,
 )
-from dynasor_agents.errors import InvalidInputError
 
 
 def toy(**limits: Any) -> CostModel:

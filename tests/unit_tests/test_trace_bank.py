@@ -13,14 +13,14 @@ import pytest
 from openai import AsyncOpenAI
 
 from dynasor_agents._progress import Progress
-from dynasor_agents.bench._record import (
+from dynasor_agents.errors import InvalidInputError
+from dynasor_bench.traces._bank import append_question, load_bank, recorded_ids
+from dynasor_bench.traces._record import (
     RecordSettings,
     hash_seed,
     record_bank,
     select_questions,
 )
-from dynasor_agents.bench._traces import append_question, load_bank, recorded_ids
-from dynasor_agents.errors import InvalidInputError
 
 
 def _data(tmp_path: Path) -> Path:
@@ -176,7 +176,7 @@ def test_load_bank_errors_name_the_problem(tmp_path: Path) -> None:
 
 
 def test_load_bank_drops_duplicates_and_short_questions(tmp_path: Path) -> None:
-    from dynasor_agents.bench._traces import PathTrace, QuestionTrace
+    from dynasor_bench.traces._bank import PathTrace, QuestionTrace
 
     path = tmp_path / "b.jsonl"
     one = PathTrace(text="", answer="1", completion_tokens=1)

@@ -1,0 +1,486 @@
+"""Online benchmark results: SLO attainment, sustained rate, tightest SLO, tables, plots.
+
+A program meets its deadline at SLO scale ``s`` when it finishes without error
+within ``s`` x its unit deadline (:meth:`OnlineRow.met`). From the rows of one
+or more runs (measured or simulated):
+
+* re-exported from :mod:`._online_store`: storage (:func:`append_rows`,
+  :func:`load_rows`, :func:`done_cells`); :func:`attainment`,
+  :func:`latency_percentile`, :func:`tightest_slo` of any set of rows; and
+  :func:`max_rate`, the highest arrival rate whose attainment stays at the
+  target, interpolated between measured rates (a :class:`RateBound`);
+* :func:`summarize_cells` / :func:`rate_table`: one line per (system, rate);
+  :func:`headlines` / :func:`headline_table`: per system, the sustained rate and
+  tightest SLO as ratios to the baseline; :func:`slo_table`: attainment against
+  the SLO scale at one rate;
+* :func:`plot_online`: the four panels of the online comparison (PNG).
+
+Example:
+    >>> def row(system, rate, program, latency):
+    ...     return OnlineRow(system=system, rate=rate, program=program, question="q",
+    ...                      source="gsm8k", strategy="sc-8", arrival=0.0, finish=latency,
+    ...                      deadline_unit=10.0, completion_tokens=100, samples=8,
+    ...                      answer="4", correct=True)
+    >>> latencies = {("baseline", 1.0): [5, 8, 9, 12], ("baseline", 2.0): [9, 14, 20, 30],
+    ...              ("dynasor", 1.0): [3, 4, 5, 6], ("dynasor", 2.0): [4, 5, 7, 11]}
+    >>> rows = [row(s, r, i, t) for (s, r), ts in latencies.items() for i, t in enumerate(ts)]
+    >>> table = headline_table(headlines(rows, slo_scale=1.0, fixed_rate=1.0, target=0.75))
+    >>> for line in table.splitlines()[2:]:  # after the header
+    ...     print(line)
+    | baseline | 1.00 | 1.00x | 0.90 | 1.00x | 100.0 | 100 |
+    | dynasor | >=2.00 | >=2.00x | 0.50 | 1.80x | 100.0 | 100 |
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dynasor_agents.errors import InvalidInputError
+from dynasor_bench.online._store import (
+    RateBound,
+    Relation,
+    append_rows,
+    attainment,
+    done_cells,
+    latency_percentile,
+    load_rows,
+    max_rate,
+    tightest_slo,
+)
+from dynasor_bench.workload._workload import SYSTEMS, OnlineRow
+
+__all__ = [
+    "CellSummary",
+    "Headline",
+    "RateBound",
+    "Ratio",
+    "append_rows",
+    "attainment",
+    "done_cells",
+    "headline_table",
+    "headlines",
+    "latency_percentile",
+    "load_rows",
+    "max_rate",
+    "plot_online",
+    "rate_table",
+    "slo_table",
+    "summarize_cells",
+    "tightest_slo",
+]
+
+
+def _need(rows: Sequence[OnlineRow], what: str) -> None:
+    if not rows:
+        raise InvalidInputError(f"{what} needs at least one row, got none")
+
+
+_COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2")
+
+
+@dataclass(frozen=True)
+class Ratio:
+    """A ratio to the baseline: the true ratio is ``relation`` ``value`` (``None``: unknown)."""
+
+    value: float | None
+    relation: Relation = "="
+
+    def __str__(self) -> str:
+        if self.value is None:
+            return "n/a"
+        return f"{'' if self.relation == '=' else self.relation}{self.value:.2f}x"
+
+
+def _rate_ratio(rate: RateBound, base: RateBound) -> Ratio:
+    """``rate / base``, bounded as both are (a lower bound on ``base`` bounds the ratio above)."""
+    flipped: dict[Relation, Relation] = {"=": "=", ">=": "<=", "<=": ">=", ">": "<", "<": ">"}
+    parts = [rate.relation, flipped[base.relation]]
+    relations = {r for r in parts if r != "="}
+    value = rate.value / base.value
+    if not relations:
+        return Ratio(value)
+    up, down = relations & {">", ">="}, relations & {"<", "<="}
+    if up and down:
+        return Ratio(None)
+    strict = relations & {">", "<"}
+    return Ratio(value, next(iter(strict or relations)))
+
+
+def _order(rows: Sequence[OnlineRow]) -> list[str]:
+    """System names: those of :data:`SYSTEMS` first, in its order, then others as they come."""
+    present = dict.fromkeys(row.system for row in rows)
+    known = [spec.name for spec in SYSTEMS if spec.name in present]
+    return known + [name for name in present if name not in known]
+
+
+def _at_rate(rows: Sequence[OnlineRow], rate: float) -> list[OnlineRow]:
+    return [row for row in rows if math.isclose(row.rate, rate, rel_tol=1e-9)]
+
+
+def _cells(rows: Sequence[OnlineRow]) -> dict[tuple[str, float], list[OnlineRow]]:
+    """Rows per (system, rate), systems in :func:`_order`, rates ascending."""
+    cells: dict[tuple[str, float], list[OnlineRow]] = {}
+    for row in rows:
+        cells.setdefault((row.system, row.rate), []).append(row)
+    rank = {name: i for i, name in enumerate(_order(rows))}
+    return dict(sorted(cells.items(), key=lambda item: (rank[item[0][0]], item[0][1])))
+
+
+@dataclass(frozen=True)
+class CellSummary:
+    """One (system, rate) cell.
+
+    Attributes:
+        system: The system; ``rate`` the arrival rate, programs per second.
+        programs: Programs in the cell.
+        slo_scale: The SLO scale ``attainment`` is measured at.
+        attainment: Share of programs meeting their deadline (0..1).
+        p50: Median latency, seconds; ``p90`` the 90th percentile (``inf`` when
+            failed programs reach it).
+        accuracy: Share of programs answering correctly (failed ones do not).
+        tokens: Mean completion tokens per program.
+        errors: Programs that failed.
+    """
+
+    system: str
+    rate: float
+    programs: int
+    slo_scale: float
+    attainment: float
+    p50: float
+    p90: float
+    accuracy: float
+    tokens: float
+    errors: int
+
+
+def summarize_cells(rows: Sequence[OnlineRow], slo_scale: float) -> list[CellSummary]:
+    """One :class:`CellSummary` per (system, rate): systems in comparison order, rates ascending.
+
+    Raises:
+        InvalidInputError: ``rows`` is empty.
+    """
+    _need(rows, "summarize_cells")
+    return [
+        CellSummary(
+            system=system,
+            rate=rate,
+            programs=len(cell),
+            slo_scale=slo_scale,
+            attainment=attainment(cell, slo_scale),
+            p50=latency_percentile(cell, 50),
+            p90=latency_percentile(cell, 90),
+            accuracy=sum(row.correct for row in cell) / len(cell),
+            tokens=sum(row.completion_tokens for row in cell) / len(cell),
+            errors=sum(row.error is not None for row in cell),
+        )
+        for (system, rate), cell in _cells(rows).items()
+    ]
+
+
+@dataclass(frozen=True)
+class Headline:
+    """One system's headline numbers.
+
+    Attributes:
+        system: The system.
+        max_rate: Sustained rate at ``target`` attainment at SLO ``slo_scale``.
+        rate_ratio: ``max_rate`` over the baseline's (higher is better).
+        tightest_slo: Smallest SLO scale with ``target`` attainment at
+            ``fixed_rate`` (``inf``: never; ``None``: no rows at that rate).
+        slo_ratio: The baseline's tightest SLO over this one's: how many times
+            tighter a deadline it sustains (higher is better).
+        accuracy: Share answered correctly at ``fixed_rate`` (``None``: no rows).
+        tokens: Mean completion tokens per program at ``fixed_rate``.
+        slo_scale: The fixed SLO scale; ``fixed_rate``, ``target`` likewise.
+    """
+
+    system: str
+    max_rate: RateBound
+    rate_ratio: Ratio
+    tightest_slo: float | None
+    slo_ratio: Ratio
+    accuracy: float | None
+    tokens: float | None
+    slo_scale: float
+    fixed_rate: float
+    target: float
+
+
+def headlines(
+    rows: Sequence[OnlineRow],
+    *,
+    slo_scale: float,
+    fixed_rate: float,
+    target: float = 0.9,
+    baseline: str | None = "baseline",
+) -> list[Headline]:
+    """Per system (in comparison order), its sustained rate and tightest SLO against the baseline.
+
+    Args:
+        rows: Every cell's rows.
+        slo_scale: The SLO scale the sustained rate is measured at.
+        fixed_rate: The rate the tightest SLO, accuracy and tokens are measured at.
+        target: The attainment both are measured for.
+        baseline: The system ratios divide by; ``None``: the first system.
+
+    Raises:
+        InvalidInputError: ``rows`` is empty, ``target`` is outside (0, 1], or
+            ``baseline`` names no system in the rows.
+    """
+    _need(rows, "headlines")  # max_rate checks the target
+    systems = _order(rows)
+    base_name = systems[0] if baseline is None else baseline
+    if base_name not in systems:
+        raise InvalidInputError(f"baseline {base_name!r} is not among the systems {systems}")
+    rates: dict[str, RateBound] = {}
+    slos: dict[str, float | None] = {}
+    fixed: dict[str, list[OnlineRow]] = {}
+    for system in systems:
+        own = [row for row in rows if row.system == system]
+        points = [(rate, attainment(cell, slo_scale)) for (_, rate), cell in _cells(own).items()]
+        rates[system] = max_rate(points, target)
+        fixed[system] = _at_rate(own, fixed_rate)
+        slos[system] = tightest_slo(fixed[system], target) if fixed[system] else None
+    base_slo = slos[base_name]
+    out = []
+    for system in systems:
+        rate_ratio = (
+            Ratio(1.0) if system == base_name else _rate_ratio(rates[system], rates[base_name])
+        )
+        slo = slos[system]
+        slo_ratio = Ratio(None)  # unknown unless both reach the target at the fixed rate
+        if (
+            base_slo is not None
+            and slo is not None
+            and math.isfinite(base_slo)
+            and 0 < slo < math.inf
+        ):
+            slo_ratio = Ratio(base_slo / slo)
+        cell = fixed[system]
+        out.append(
+            Headline(
+                system=system,
+                max_rate=rates[system],
+                rate_ratio=rate_ratio,
+                tightest_slo=slo,
+                slo_ratio=slo_ratio,
+                accuracy=sum(r.correct for r in cell) / len(cell) if cell else None,
+                tokens=sum(r.completion_tokens for r in cell) / len(cell) if cell else None,
+                slo_scale=slo_scale,
+                fixed_rate=fixed_rate,
+                target=target,
+            )
+        )
+    return out
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.1f}"
+
+
+def _slo(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.2f}" if math.isfinite(value) else "unreachable"
+
+
+def rate_table(summaries: Sequence[CellSummary]) -> str:
+    """A markdown table, one line per cell (as :func:`summarize_cells` orders them).
+
+    Raises:
+        InvalidInputError: No summaries, or summaries at different SLO scales.
+    """
+    if not summaries:
+        raise InvalidInputError("rate_table needs at least one cell summary")
+    scales = sorted({s.slo_scale for s in summaries})
+    if len(scales) > 1:
+        raise InvalidInputError(f"cell summaries mix SLO scales {scales}")
+    lines = [
+        f"| system | rate /s | programs | attainment % @ SLO x{scales[0]:g} | P50 s | P90 s "
+        "| accuracy % | tokens/program | errors |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for s in summaries:
+        lines.append(
+            f"| {s.system} | {s.rate:g} | {s.programs} | {_pct(s.attainment)} | {s.p50:.1f} "
+            f"| {s.p90:.1f} | {_pct(s.accuracy)} | {s.tokens:.0f} | {s.errors} |"
+        )
+    return "\n".join(lines)
+
+
+def headline_table(items: Sequence[Headline]) -> str:
+    """A markdown table of :func:`headlines` (settings from the first headline).
+
+    Raises:
+        InvalidInputError: No headlines.
+    """
+    if not items:
+        raise InvalidInputError("headline_table needs at least one headline")
+    first = items[0]
+    lines = [
+        f"| system | max rate @{100 * first.target:g}% (SLO x{first.slo_scale:g}) /s | ratio "
+        f"| tightest SLO @ rate {first.fixed_rate:g} | ratio | accuracy % | tokens/program |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for h in items:
+        tokens = "-" if h.tokens is None else f"{h.tokens:.0f}"
+        lines.append(
+            f"| {h.system} | {h.max_rate} | {h.rate_ratio} | {_slo(h.tightest_slo)} "
+            f"| {h.slo_ratio} | {_pct(h.accuracy)} | {tokens} |"
+        )
+    return "\n".join(lines)
+
+
+def _one_rate(rows: Sequence[OnlineRow], rate: float | None) -> tuple[list[OnlineRow], float]:
+    if rate is not None:
+        chosen = _at_rate(rows, rate)
+        if not chosen:
+            raise InvalidInputError(f"no rows at rate {rate:g}")
+        return chosen, rate
+    rates = sorted({row.rate for row in rows})
+    if len(rates) != 1:
+        raise InvalidInputError(f"rows span rates {rates}: name the rate to tabulate")
+    return list(rows), rates[0]
+
+
+def slo_table(
+    rows: Sequence[OnlineRow],
+    scales: Sequence[float],
+    *,
+    rate: float | None = None,
+    target: float = 0.9,
+) -> str:
+    """Attainment % per system (lines) at each SLO scale (columns), at one rate.
+
+    Args:
+        rows: Rows of one rate, or of several with ``rate`` naming one.
+        scales: The SLO scales, one column each.
+        rate: The rate to tabulate (``None``: the only one in ``rows``).
+        target: The last column is the tightest SLO scale reaching it.
+
+    Raises:
+        InvalidInputError: No rows (at ``rate``), no scales, or several rates
+            without ``rate``.
+    """
+    _need(rows, "slo_table")
+    if not scales:
+        raise InvalidInputError("slo_table needs at least one SLO scale")
+    chosen, at = _one_rate(rows, rate)
+    lines = [
+        f"| system @ {at:g}/s | "
+        + " | ".join(f"x{s:g}" for s in scales)
+        + f" | tightest @{100 * target:g}% |",
+        "|---|" + "---|" * (len(scales) + 1),
+    ]
+    for system in _order(chosen):
+        own = [row for row in chosen if row.system == system]
+        cells = " | ".join(_pct(attainment(own, s)) for s in scales)
+        lines.append(f"| {system} | {cells} | {_slo(tightest_slo(own, target))} |")
+    return "\n".join(lines)
+
+
+def _pyplot() -> Any:
+    try:  # imported by name: matplotlib is an optional dependency, untyped here
+        matplotlib = importlib.import_module("matplotlib")
+        matplotlib.use("Agg")
+        return importlib.import_module("matplotlib.pyplot")
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise InvalidInputError(
+            "plots need matplotlib: pip install 'dynasor-agents[bench]'"
+        ) from exc
+
+
+def plot_online(
+    path: str | Path,
+    measured: Sequence[OnlineRow],
+    simulated: Sequence[OnlineRow] = (),
+    *,
+    slo_scale: float,
+    fixed_rate: float,
+    scales: Sequence[float],
+    target: float = 0.9,
+) -> Path:
+    """Four panels comparing the systems; one colour per system.
+
+    Panels: attainment vs arrival rate at ``slo_scale``; P90 latency vs rate
+    (failed programs reaching the P90 leave a gap); attainment vs SLO scale at
+    ``fixed_rate``; completion tokens per program vs rate. Measured rows are
+    solid lines with markers, simulated ones dashed lines (with a small cross
+    only where a system has a single point, which a line cannot show).
+
+    Args:
+        path: The PNG to write (parent directories are created).
+        measured: Rows from real runs; ``simulated``: rows from the simulator.
+        slo_scale: The SLO scale of the rate panels.
+        fixed_rate: The rate of the SLO-scale panel.
+        scales: The SLO scales of that panel.
+        target: Where the horizontal target line goes.
+
+    Raises:
+        InvalidInputError: No rows at all, no scales, or matplotlib missing.
+    """
+    if not measured and not simulated:
+        raise InvalidInputError("plot_online needs measured or simulated rows, got neither")
+    if not scales:
+        raise InvalidInputError("plot_online needs at least one SLO scale")
+    plt = _pyplot()
+    colors = {
+        name: _COLORS[i % len(_COLORS)] for i, name in enumerate(_order([*measured, *simulated]))
+    }
+    figure, axes = plt.subplots(2, 2, figsize=(12, 9), squeeze=False)
+    by_rate, p90, by_scale, tokens = axes[0][0], axes[0][1], axes[1][0], axes[1][1]
+    xs_scale = sorted(scales)
+    for origin, rows in (("measured", measured), ("simulated", simulated)):
+        if not rows:
+            continue
+        summaries = summarize_cells(rows, slo_scale)
+        for system in _order(rows):
+            cells = [c for c in summaries if c.system == system]
+            xs = [c.rate for c in cells]
+            dashed = origin == "simulated"
+            style: dict[str, Any] = {
+                "color": colors[system],
+                "label": f"{system} ({origin})",
+                "linestyle": "--" if dashed else "-",
+                "marker": ("x" if len(xs) == 1 else "") if dashed else "o",
+                "markersize": 5,
+            }
+            by_rate.plot(xs, [100 * c.attainment for c in cells], **style)
+            p90.plot(xs, [c.p90 if math.isfinite(c.p90) else math.nan for c in cells], **style)
+            tokens.plot(xs, [c.tokens for c in cells], **style)
+            at = _at_rate([row for row in rows if row.system == system], fixed_rate)
+            if at:
+                style["marker"] = ("x" if len(xs_scale) == 1 else "") if dashed else "o"
+                by_scale.plot(xs_scale, [100 * attainment(at, s) for s in xs_scale], **style)
+    for axis in (by_rate, by_scale):
+        axis.axhline(100 * target, color="grey", linestyle=":", linewidth=1)
+        axis.set_ylim(-2, 102)
+        axis.set_ylabel("SLO attainment %")
+    by_scale.axvline(slo_scale, color="grey", linestyle=":", linewidth=1)
+    labels = (
+        (by_rate, f"Attainment vs arrival rate (SLO x{slo_scale:g})", "arrival rate, programs/s"),
+        (p90, "P90 latency vs arrival rate", "arrival rate, programs/s"),
+        (by_scale, f"Attainment vs SLO scale (rate {fixed_rate:g}/s)", "SLO scale"),
+        (tokens, "Completion tokens per program", "arrival rate, programs/s"),
+    )
+    for axis, title, xlabel in labels:
+        axis.set_title(title)
+        axis.set_xlabel(xlabel)
+        axis.grid(alpha=0.3)
+    p90.set_ylabel("P90 latency, s")
+    tokens.set_ylabel("tokens/program")
+    handles, names = by_rate.get_legend_handles_labels()
+    figure.legend(handles, names, loc="lower center", ncol=min(4, len(names)), fontsize=8)
+    figure.suptitle(f"Online serving (horizontal line: {100 * target:g}% target)")
+    figure.tight_layout(rect=(0, 0.07, 1, 0.97))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path

@@ -1,0 +1,24 @@
+"""The simulator: a discrete-event vLLM-like engine driving the library's real code.
+
+:func:`simulate` runs a workload's programs through the real strategy cores and
+the server's own admission function on modeled engines (:class:`CostModel`);
+:func:`calibrate_engine` fits the CPU cost model from timed requests.
+"""
+
+from dynasor_bench.sim._calibrate import Calibration, calibrate_engine
+from dynasor_bench.sim._engine import CPU_QWEN_05B, H100_8B, CostModel, Engine
+from dynasor_bench.sim._simulate import SimComponent, SimResult, ToEngine, route, simulate
+
+__all__ = [
+    "CPU_QWEN_05B",
+    "H100_8B",
+    "Calibration",
+    "CostModel",
+    "Engine",
+    "SimComponent",
+    "SimResult",
+    "ToEngine",
+    "calibrate_engine",
+    "route",
+    "simulate",
+]
