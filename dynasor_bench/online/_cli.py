@@ -33,7 +33,7 @@ from typing import Any
 from dynasor_agents.errors import InvalidInputError
 from dynasor_bench.online._plan import BankShape, bases, capacity
 from dynasor_bench.sim._calibrate import Calibration, calibrate_engine
-from dynasor_bench.sim._engine import CPU_QWEN_05B, CostModel
+from dynasor_bench.sim._cost import CPU_QWEN_05B, CostModel
 from dynasor_bench.traces._bank import (
     BankMeta,
     QuestionTrace,

@@ -12,7 +12,7 @@ rates (and replicas), for the validation against measured runs and for the
 projection.
 
 Example:
-    >>> from dynasor_bench.sim._engine import CostModel
+    >>> from dynasor_bench.sim._cost import CostModel
     >>> from dynasor_bench.workload._workload import OnlineStrategy
     >>> cost = CostModel("toy", step_base=0.01, per_seq=0.001, per_prefill_token=0.0001,
     ...                  max_num_seqs=64)
@@ -29,7 +29,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from dynasor_agents import Progress
-from dynasor_bench.sim._engine import CostModel
+from dynasor_bench.sim._cost import CostModel
 from dynasor_bench.sim._simulate import simulate
 from dynasor_bench.traces._bank import QuestionTrace
 from dynasor_bench.workload._workload import (

@@ -29,7 +29,7 @@ import httpx
 import numpy as np
 
 from dynasor_agents.errors import InvalidInputError
-from dynasor_bench.sim._engine import CostModel
+from dynasor_bench.sim._cost import CostModel
 
 __all__ = ["Calibration", "calibrate_engine", "fit_decode"]
 

@@ -1,7 +1,7 @@
 """The online comparison in simulated time: real programs and policies, modeled engines.
 
 :func:`simulate` runs a :class:`OnlineWorkload` under one :class:`SystemSpec` on
-``replicas`` engines of :mod:`._sim_engine` and returns every program's
+``replicas`` engines of :mod:`._engine` and returns every program's
 :class:`OnlineRow`, as the real load generator would. Only the engine is a model:
 
 * **Client.** Each program is the real :func:`self_consistency_core`, driven
@@ -31,7 +31,7 @@
 
 Example (four samples that all agree; early stop is certain after the first
 round of two, whose paths take 3 and 5 one-second steps):
-    >>> from dynasor_bench.sim._engine import CostModel
+    >>> from dynasor_bench.sim._cost import CostModel
     >>> from dynasor_bench.traces._bank import PathTrace, QuestionTrace
     >>> from dynasor_bench.workload._workload import (
     ...     SYSTEMS, OnlineStrategy, OnlineWorkload, ProgramSpec)
@@ -87,7 +87,8 @@ from dynasor_agents.strategies import (
     SelfConsistencyResult,
     self_consistency_core,
 )
-from dynasor_bench.sim._engine import CostModel, Engine, FinishedRequest
+from dynasor_bench.sim._cost import CostModel
+from dynasor_bench.sim._engine import Engine, FinishedRequest
 from dynasor_bench.traces._bank import PathTrace
 from dynasor_bench.workload._workload import OnlineRow, OnlineWorkload, ProgramSpec, SystemSpec
 

@@ -18,7 +18,7 @@ from dynasor_agents import DynasorClient
 from dynasor_agents._progress import Progress
 from dynasor_bench.online._run import program_id, run_online
 from dynasor_bench.sim._calibrate import calibrate_engine
-from dynasor_bench.sim._engine import CPU_QWEN_05B
+from dynasor_bench.sim._cost import CPU_QWEN_05B
 from dynasor_bench.traces._bank import PathTrace, QuestionTrace
 from dynasor_bench.workload._workload import SYSTEMS, OnlineStrategy, make_workload
 

@@ -14,7 +14,7 @@ import pytest
 from dynasor_agents.errors import InvalidInputError
 from dynasor_bench.online._run import program_id, run_online
 from dynasor_bench.sim._calibrate import calibrate_engine, fit_decode
-from dynasor_bench.sim._engine import CPU_QWEN_05B
+from dynasor_bench.sim._cost import CPU_QWEN_05B
 from dynasor_bench.workload._workload import (
     SYSTEMS,
     OnlineStrategy,

@@ -8,7 +8,7 @@ import pytest
 
 from dynasor_agents.errors import InvalidInputError
 from dynasor_agents.server._config import ServerConfig
-from dynasor_bench.sim._engine import CostModel
+from dynasor_bench.sim._cost import CostModel
 from dynasor_bench.sim._simulate import SimResult, route, simulate
 from dynasor_bench.traces._bank import PathTrace, QuestionTrace
 from dynasor_bench.workload._workload import (

@@ -8,13 +8,8 @@ from typing import Any
 import pytest
 
 from dynasor_agents.errors import InvalidInputError
-from dynasor_bench.sim._engine import (
-    CPU_QWEN_05B,
-    H100_8B,
-    CostModel,
-    Engine,
-    FinishedRequest,
-)
+from dynasor_bench.sim._cost import CPU_QWEN_05B, H100_8B, CostModel
+from dynasor_bench.sim._engine import Engine, FinishedRequest
 
 
 def toy(**limits: Any) -> CostModel:
