@@ -42,7 +42,8 @@ from dataclasses import dataclass, field
 
 from dynasor_agents import Ranking, lowest_certainty
 from dynasor_agents.errors import InvalidInputError
-from dynasor_bench.replay._core import CertaindexMemo, Outcome, PreparedQuestion, majority
+from dynasor_bench.replay._core import CertaindexMemo, Outcome
+from dynasor_bench.replay._prepare import PreparedQuestion, majority
 
 __all__ = [
     "AllocationRule",
@@ -215,7 +216,7 @@ def allocate(
             shorter than ``rule.max_samples``.
 
     Example:
-        >>> from dynasor_bench.replay._core import prepare_question
+        >>> from dynasor_bench.replay._prepare import prepare_question
         >>> from dynasor_bench.traces._bank import PathTrace, QuestionTrace
         >>> def q(i, answers):
         ...     paths = [PathTrace(text="", answer=a, completion_tokens=10) for a in answers]
@@ -292,7 +293,7 @@ def gain_observations(
             or an ordering shorter than ``samples``.
 
     Example:
-        >>> from dynasor_bench.replay._core import prepare_question
+        >>> from dynasor_bench.replay._prepare import prepare_question
         >>> from dynasor_bench.traces._bank import PathTrace, QuestionTrace
         >>> paths = [PathTrace(text="", answer=a, completion_tokens=5) for a in "5444"]
         >>> q = prepare_question(QuestionTrace(id="t:1", source="t", question="?", gold="4",

@@ -48,9 +48,9 @@ import numpy as np
 
 from dynasor_agents import ControllerSpec, InvalidInputError, Progress
 from dynasor_bench.replay._calibrate import choose, save_calibration, split_bank
-from dynasor_bench.replay._core import DEFAULT_WINDOW
 from dynasor_bench.replay._live import run_live, summarize
 from dynasor_bench.replay._methods import ControllerMethod, Method
+from dynasor_bench.replay._prepare import DEFAULT_WINDOW
 from dynasor_bench.replay._report import Report, run_replay
 from dynasor_bench.replay._suite import FAMILIES, default_suite, select
 from dynasor_bench.replay._tables import plot_curves, render

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from dynasor_agents import Progress
 from dynasor_agents.certainty import normalize_answer
 from dynasor_agents.controller import CertaintyController
-from dynasor_bench.replay._core import DEFAULT_WINDOW
+from dynasor_bench.replay._prepare import DEFAULT_WINDOW
 from dynasor_bench.traces._bank import BankMeta, QuestionTrace
 
 __all__ = ["LiveRow", "LiveSummary", "engine_tokens", "run_live", "summarize"]

@@ -19,7 +19,7 @@ Families here:
   early termination of low-confidence traces, weighted consensus stop).
 
 Example:
-    >>> from dynasor_bench.replay._core import prepare_question
+    >>> from dynasor_bench.replay._prepare import prepare_question
     >>> from dynasor_bench.traces._bank import PathTrace, QuestionTrace
     >>> paths = [PathTrace(text="", answer=a, completion_tokens=10) for a in "5445"]
     >>> q = prepare_question(QuestionTrace(id="t:1", source="t", question="?", gold="4",
@@ -40,13 +40,8 @@ import numpy as np
 from dynasor_agents import ControllerSpec, weighted_vote
 from dynasor_agents.controller import CertaintyController
 from dynasor_agents.errors import InvalidInputError
-from dynasor_bench.replay._core import (
-    CertaindexMemo,
-    Outcome,
-    PreparedQuestion,
-    majority,
-    replay_controller,
-)
+from dynasor_bench.replay._core import CertaindexMemo, Outcome, replay_controller
+from dynasor_bench.replay._prepare import PreparedQuestion, majority
 
 __all__ = [
     "ControllerMethod",

@@ -37,15 +37,9 @@ import numpy as np
 import numpy.typing as npt
 
 from dynasor_agents.errors import InvalidInputError
-from dynasor_bench.replay._core import (
-    DEFAULT_WINDOW,
-    PreparedQuestion,
-    prepare_bank,
-)
-from dynasor_bench.replay._core import (
-    orderings as make_orderings,
-)
 from dynasor_bench.replay._methods import Method
+from dynasor_bench.replay._prepare import DEFAULT_WINDOW, PreparedQuestion, prepare_bank
+from dynasor_bench.replay._prepare import orderings as make_orderings
 from dynasor_bench.replay._suite import default_suite
 from dynasor_bench.traces._bank import QuestionTrace
 

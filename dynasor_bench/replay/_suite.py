@@ -47,7 +47,7 @@ from collections.abc import Iterable, Sequence
 from dynasor_agents import ControllerSpec, GainCurve, by_gain
 from dynasor_agents.errors import InvalidInputError
 from dynasor_bench.replay._allocate import AllocationRule, allocate, gain_observations
-from dynasor_bench.replay._core import CertaindexMemo, Outcome, PreparedQuestion
+from dynasor_bench.replay._core import CertaindexMemo, Outcome
 from dynasor_bench.replay._methods import (
     ControllerMethod,
     DeepConfOnline,
@@ -56,6 +56,7 @@ from dynasor_bench.replay._methods import (
     Oracle,
     WeightedFixedN,
 )
+from dynasor_bench.replay._prepare import PreparedQuestion
 
 __all__ = ["FAMILIES", "AllocatorMethod", "default_suite", "select"]
 

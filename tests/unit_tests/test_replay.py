@@ -28,17 +28,14 @@ from dynasor_agents._stopping import (
     hopeless,
     weighted_consensus,
 )
-from dynasor_bench.replay._core import (
-    CertaindexMemo,
-    Outcome,
+from dynasor_bench.replay._core import CertaindexMemo, Outcome, replay_controller, replay_core
+from dynasor_bench.replay._methods import DeepConfOnline, FixedN, Oracle, WeightedFixedN
+from dynasor_bench.replay._prepare import (
     PreparedQuestion,
     orderings,
     prepare_bank,
     prepare_question,
-    replay_controller,
-    replay_core,
 )
-from dynasor_bench.replay._methods import DeepConfOnline, FixedN, Oracle, WeightedFixedN
 from dynasor_bench.replay._report import run_replay
 from dynasor_bench.replay._suite import default_suite
 

@@ -16,7 +16,7 @@ from dynasor_bench.replay._allocate import (
     priority,
     settled,
 )
-from dynasor_bench.replay._core import orderings, prepare_bank, prepare_question
+from dynasor_bench.replay._prepare import orderings, prepare_bank, prepare_question
 from dynasor_bench.replay._suite import AllocatorMethod
 
 from .replay_fakes import path, question, random_bank
