@@ -26,17 +26,17 @@ from typing import Any
 import numpy as np
 
 from dynasor_bench.online._plan import BankShape, bases, capacity, sweep
+from dynasor_bench.online._plots import plot_online
 from dynasor_bench.online._report import (
     headline_table,
     headlines,
-    plot_online,
     rate_table,
     slo_table,
     summarize_cells,
 )
 from dynasor_bench.online._store import attainment, latency_percentile
 from dynasor_bench.sim._calibrate import Calibration
-from dynasor_bench.sim._engine import H100_8B, CostModel
+from dynasor_bench.sim._cost import H100_8B, CostModel
 from dynasor_bench.traces._bank import BankMeta, QuestionTrace
 from dynasor_bench.workload._workload import DEFAULT_MIX, OnlineRow, SystemSpec
 

@@ -12,7 +12,7 @@ keeps the last row of each (system, rate, program).
 Measures of any set of rows (usually one cell): :func:`attainment`,
 :func:`latency_percentile`, :func:`tightest_slo`; and from (rate, attainment)
 points, the sustained rate :func:`max_rate`. Tables and plots over them are in
-:mod:`._online_report`, which re-exports all of this.
+:mod:`._report`, which re-exports all of this.
 
 Example:
     >>> import tempfile, pathlib

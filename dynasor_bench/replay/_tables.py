@@ -25,21 +25,17 @@ Example:
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from dynasor_agents.errors import InvalidInputError
+from dynasor_bench._plotting import COLORS, pyplot
 from dynasor_bench.replay._report import MethodRuns, Report, Stats
 
 __all__ = ["match_levels", "match_table", "plot_curves", "render", "source_table", "summary_table"]
 
 _BASELINES = ("fixed", "oracle")
-_COLORS = (
-    "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
-    "#7f7f7f", "#bcbd22", "#17becf", "#393b79", "#637939", "#8c6d31", "#843c39",
-)  # fmt: skip
 
 
 def _setting(runs: MethodRuns) -> str:
@@ -199,7 +195,7 @@ def _panel(axis: Any, report: Report, source: str | None, families: Sequence[str
             axis.plot(xs, ys, "r*", label=family, markersize=12)
         else:
             index = others.index(family)
-            color = _COLORS[index % len(_COLORS)]
+            color = COLORS[index % len(COLORS)]
             marker = markers[index % len(markers)]
             axis.plot(xs, ys, marker=marker, color=color, label=family, markersize=3, linewidth=1)
     axis.set_title(source or "all questions")
@@ -214,14 +210,7 @@ def plot_curves(report: Report, path: Path, *, families: Sequence[str] | None = 
     Raises:
         InvalidInputError: matplotlib is not installed.
     """
-    try:  # imported by name: matplotlib is an optional dependency, untyped here
-        matplotlib = importlib.import_module("matplotlib")
-        matplotlib.use("Agg")
-        plt = importlib.import_module("matplotlib.pyplot")
-    except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise InvalidInputError(
-            "plots need matplotlib: pip install 'dynasor-agents[bench]'"
-        ) from exc
+    plt = pyplot()
     names = list(families) if families is not None else report.families
     sources: list[str | None] = [None, *sorted(set(report.sources))]
     cols = min(3, len(sources))

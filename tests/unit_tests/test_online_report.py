@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from dynasor_agents.errors import InvalidInputError
+from dynasor_bench.online._plots import plot_online
 from dynasor_bench.online._report import (
     CellSummary,
     RateBound,
@@ -20,7 +21,6 @@ from dynasor_bench.online._report import (
     latency_percentile,
     load_rows,
     max_rate,
-    plot_online,
     rate_table,
     slo_table,
     summarize_cells,
