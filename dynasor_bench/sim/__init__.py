@@ -6,9 +6,10 @@ the server's own admission function on modeled engines (:class:`CostModel`);
 """
 
 from dynasor_bench.sim._calibrate import Calibration, calibrate_engine
+from dynasor_bench.sim._component import SimComponent, ToEngine
 from dynasor_bench.sim._cost import CPU_QWEN_05B, H100_8B, CostModel
 from dynasor_bench.sim._engine import Engine
-from dynasor_bench.sim._simulate import SimComponent, SimResult, ToEngine, route, simulate
+from dynasor_bench.sim._simulate import SimResult, route, simulate
 
 __all__ = [
     "CPU_QWEN_05B",
