@@ -22,20 +22,17 @@ from __future__ import annotations
 from ._confidence import (
     DEFAULT_TAIL,
     DEFAULT_WINDOW,
-    FloatArray,
-    LogprobsLike,
     TraceConfidence,
     bottom_group_confidence,
     group_confidences,
-    logprob_matrix,
     lowest_group_confidence,
     self_certainty,
     tail_confidence,
-    token_confidences,
     trace_confidence,
 )
 from ._entropy import Votes, answer_entropy, certaindex, cluster_answers, majority_share
 from ._extract import AnswerExtractor, extract_answer, normalize_answer
+from ._logprobs import FloatArray, LogprobsLike, logprob_matrix, token_confidences
 from ._signals import (
     DEFAULT_HEDGE_WORDS,
     ProbeAgreement,
