@@ -32,19 +32,16 @@ from ._confidence import (
 )
 from ._entropy import Votes, answer_entropy, certaindex, cluster_answers, majority_share
 from ._extract import AnswerExtractor, extract_answer, normalize_answer
-from ._logprobs import FloatArray, LogprobsLike, logprob_matrix, token_confidences
-from ._signals import (
-    DEFAULT_HEDGE_WORDS,
-    ProbeAgreement,
-    ProbeReason,
-    WeightedVotes,
-    filter_confident,
-    hedges,
+from ._logprobs import (
+    FloatArray,
+    LogprobsLike,
+    logprob_matrix,
     mean_token_probability,
-    probe_agreement,
-    reward_certainty,
-    weighted_votes,
+    token_confidences,
 )
+from ._probes import DEFAULT_HEDGE_WORDS, ProbeAgreement, ProbeReason, hedges, probe_agreement
+from ._rewards import reward_certainty
+from ._votes import WeightedVotes, filter_confident, weighted_votes
 
 __all__ = [
     "AnswerExtractor",

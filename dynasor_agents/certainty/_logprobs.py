@@ -1,4 +1,4 @@
-r"""Reading logprobs: the top-k logprobs of a trace as a matrix, and token confidences.
+r"""Reading logprobs: a trace's top-k logprobs as a matrix, and per-token measures.
 
 An OpenAI-compatible server asked for ``top_logprobs`` returns, at every
 position ``i`` of a trace, the log-probabilities ``log P_i(1..k)`` of the
@@ -6,21 +6,31 @@ model's ``k`` most likely next tokens, in one of several shapes: a chat
 completion's ``choice.logprobs`` (one item per token, each with its
 ``top_logprobs``), a (vLLM/OpenAI) completions ``choice.logprobs`` (one
 ``{token: logprob}`` mapping per position) or plain lists of floats.
-:func:`logprob_matrix` reads any of them (see :data:`LogprobsLike`) into one
-``(positions, k)`` array, and :func:`token_confidences` turns each row into
-DeepConf's *token confidence* ``C_i = -(1/k) sum_j log P_i(j)`` (Fu et al.,
-2025, "Deep Think with Confidence", arXiv:2508.15260), the per-token input of
-the trace-level confidences. Nothing here does I/O.
+
+* :func:`logprob_matrix` reads any of them (see :data:`LogprobsLike`) into one
+  ``(positions, k)`` array;
+* :func:`token_confidences` turns each row into DeepConf's *token confidence*
+  ``C_i = -(1/k) sum_j log P_i(j)`` (Fu et al., 2025, "Deep Think with
+  Confidence", arXiv:2508.15260), the per-token input of the trace-level
+  confidences;
+* :func:`mean_token_probability` reads the *sampled* tokens' logprobs instead
+  (what the strategies' samplers return) and gives their geometric-mean
+  probability.
+
+Nothing here does I/O.
 
 Example:
     >>> import math
     >>> rows = [[math.log(0.5), math.log(0.25), math.log(0.25)]] * 4
     >>> logprob_matrix(rows).shape, token_confidences(rows).round(4).tolist()
     ((4, 3), [1.1552, 1.1552, 1.1552, 1.1552])
+    >>> round(mean_token_probability([math.log(0.5), math.log(0.125)]), 4)
+    0.25
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from numbers import Real
 from typing import Any, TypeAlias
@@ -34,6 +44,7 @@ __all__ = [
     "FloatArray",
     "LogprobsLike",
     "logprob_matrix",
+    "mean_token_probability",
     "token_confidences",
 ]
 
@@ -239,3 +250,45 @@ def token_confidences(logprobs: LogprobsLike, *, k: int | None = None) -> FloatA
     present = np.isfinite(matrix)
     total = np.where(present, matrix, 0.0).sum(axis=1)
     return np.asarray(-total / present.sum(axis=1), dtype=np.float64) + 0.0  # no -0.0
+
+
+# --------------------------------------------------------------------------- sampled tokens
+
+
+def _token_logprob(entry: Any) -> float:
+    if isinstance(entry, int | float):
+        return float(entry)
+    if isinstance(entry, dict):
+        if "logprob" in entry:
+            return float(entry["logprob"])
+        return max(float(v) for v in entry.values())  # a top-k map: the sampled token's
+    return float(entry.logprob)
+
+
+def mean_token_probability(logprobs: Any) -> float | None:
+    """``exp`` of the mean token log-probability (the geometric-mean token probability).
+
+    Accepts what strategies' samplers put on ``Completion.logprobs``: the chat
+    API's ``{"content": [{"token", "logprob", ...}, ...]}``
+    (``ChatOpenAI(logprobs=True)``), a list of such entries, the sampled
+    tokens' log-probabilities as plain numbers (``CompletionsModel``), or
+    top-k maps ``{token: logprob}`` (the most likely token stands for the
+    sampled one). ``None`` entries are skipped; ``None`` when there are none.
+
+    Args:
+        logprobs: The sampled tokens' logprobs in any of those forms, or ``None``.
+
+    Returns:
+        ``exp(mean logprob)`` in ``[0, 1]``, or ``None`` without any logprob.
+
+    Example:
+        >>> round(mean_token_probability({"content": [{"logprob": -0.1}, {"logprob": -0.3}]}), 4)
+        0.8187
+        >>> mean_token_probability(None) is None
+        True
+    """
+    entries = logprobs.get("content") if isinstance(logprobs, dict) else logprobs
+    values = [_token_logprob(e) for e in entries or () if e is not None]
+    if not values:
+        return None
+    return math.exp(min(0.0, sum(values) / len(values)))
