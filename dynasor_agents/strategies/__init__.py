@@ -11,12 +11,11 @@ from dynasor_agents.strategies._bon_core import (
     normalize_reward,
 )
 from dynasor_agents.strategies._completions import CompletionsModel, TextRequest, chatml
-from dynasor_agents.strategies._cot_core import (
+from dynasor_agents.strategies._cot_core import ProbedChainOfThoughtResult, probed_cot_core
+from dynasor_agents.strategies._cot_probes import (
     DEFAULT_HEDGES,
     PROBE_SUFFIXES,
     Probe,
-    ProbedChainOfThoughtResult,
-    probed_cot_core,
     probes_agree,
 )
 from dynasor_agents.strategies._drive import (

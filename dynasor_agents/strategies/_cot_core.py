@@ -7,7 +7,9 @@ answer-forcing suffix (``... \boxed{``), decoded greedily for a few tokens.
 The probe runs concurrently with the next chunk. Once the last ``window``
 probes give the same non-empty answer and none of them hedges ("wait", "hmm",
 ...), the answer is settled: the running chunk is cancelled and the program
-stops, leaving the rest of the token cap unspent.
+stops, leaving the rest of the token cap unspent. How a probe is phrased, read
+and judged lives in :mod:`dynasor_agents.strategies._cot_probes`; this module
+schedules the chunks and probes, accounts for them and reports the result.
 
 Example (the model settles on 42; two agreeing probes stop it):
     >>> from dynasor_agents.strategies._drive import Completion
@@ -47,8 +49,6 @@ Example (the model settles on 42; two agreeing probes stop it):
 from __future__ import annotations
 
 import contextlib
-import re
-from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Final
@@ -60,51 +60,27 @@ from dynasor_agents.controller import StopReason
 from dynasor_agents.errors import BudgetExhaustedError, InvalidInputError, ProgramStoppedError
 from dynasor_agents.protocol import Hints
 from dynasor_agents.strategies._completions import TextRequest
+from dynasor_agents.strategies._cot_probes import (
+    DEFAULT_HEDGES,
+    Probe,
+    close_boxed,
+    hedges_in,
+    probe_agreement,
+    probe_suffix_for,
+    probes_agree,
+)
 from dynasor_agents.strategies._drive import Await, Cancel, Completion, Core, Emit, Finish, Launch
 
 __all__ = [
     "CHUNK_TAG",
-    "DEFAULT_HEDGES",
-    "PROBE_SUFFIXES",
-    "THINK_END",
-    "Probe",
     "ProbeTag",
     "ProbedChainOfThoughtResult",
     "check_config",
-    "close_boxed",
-    "hedges_in",
-    "probe_agreement",
-    "probe_suffix_for",
     "probed_cot_core",
-    "probes_agree",
 ]
 
-THINK_END: Final = "</think>"
 CHUNK_TAG: Final = "chunk"
-PROBE_SUFFIXES: Final[dict[str, str]] = {
-    "think": f"\n{THINK_END}\n\nThe final answer is \\boxed{{",
-    "dynasor": (
-        "\n... Oh, I suddenly got the answer to the whole problem, **Final Answer**: \\boxed{"
-    ),
-}
-"""Answer-forcing probe suffixes: ``think`` closes the thinking of models that
-reason inside ``<think>...</think>`` (DeepSeek-R1, Qwen3); ``dynasor`` is the
-Dynasor paper's probe for plain instruct models. ``auto`` picks ``think`` when
-the text so far holds ``<think>``, else ``dynasor``."""
-
-DEFAULT_HEDGES: Final = (
-    "wait",
-    "hmm",
-    "hold on",
-    "but",
-    "however",
-    "alternatively",
-    "not sure",
-    "double-check",
-)
-"""Words that make a probe answer count as unsure (matched as whole words,
-case-insensitively, anywhere in the probe's output). The paper's list also has
-"no" and "okay", left out here because they are common answers."""
+"""The tag of a reasoning chunk request (a probe request carries a :class:`ProbeTag`)."""
 
 
 @dataclass(frozen=True)
@@ -114,30 +90,6 @@ class ProbeTag:
     index: int
     at_tokens: int
     suffix: str
-
-
-class Probe(BaseModel):
-    """One probe: the answer the model gave when forced to answer mid-reasoning.
-
-    Attributes:
-        index: Launch order (0 for the probe after the first chunk).
-        at_tokens: Reasoning tokens the probe saw.
-        answer: The forced answer, verbatim (``None``: empty or unfinished).
-        key: ``answer`` normalized for comparison.
-        hedged: The probe's output holds a hedge word.
-        text: The probe's raw output.
-        completion_tokens: Tokens the probe generated.
-    """
-
-    model_config = ConfigDict(frozen=True)
-
-    index: int
-    at_tokens: int
-    answer: str | None
-    key: str | None
-    hedged: bool = False
-    text: str = ""
-    completion_tokens: int = 0
 
 
 class ProbedChainOfThoughtResult(BaseModel):
@@ -197,74 +149,6 @@ class ProbedChainOfThoughtResult(BaseModel):
     def total_tokens(self) -> int:
         """Prompt plus completion tokens."""
         return self.prompt_tokens + self.completion_tokens
-
-
-# --------------------------------------------------------------------------- pure helpers
-
-
-def close_boxed(text: str) -> str | None:
-    r"""The probe's answer: its output up to the ``}`` closing the suffix's ``\boxed{``.
-
-    Example:
-        >>> close_boxed(r"\frac{1}{2}} so"), close_boxed("42"), close_boxed(" }")
-        ('\\frac{1}{2}', None, None)
-    """
-    depth, i = 1, 0
-    while i < len(text):
-        ch = text[i]
-        if ch == "\\":
-            i += 2
-            continue
-        depth += {"{": 1, "}": -1}.get(ch, 0)
-        if depth == 0:
-            return text[:i].strip() or None
-        i += 1
-    return None
-
-
-def hedges_in(text: str, hedges: Sequence[str] = DEFAULT_HEDGES) -> bool:
-    """Whether ``text`` holds one of ``hedges`` as a whole word (any case).
-
-    Example:
-        >>> hedges_in("42}. Wait, let me check"), hedges_in("42} butter")
-        (True, False)
-    """
-    return any(re.search(rf"(?<!\w){re.escape(h)}(?!\w)", text, re.IGNORECASE) for h in hedges if h)
-
-
-def probe_suffix_for(text: str, probe: str) -> str:
-    """The probe suffix to append to ``text`` (prompt plus reasoning so far).
-
-    ``probe`` is a key of :data:`PROBE_SUFFIXES`, ``"auto"`` or a literal
-    suffix. When the text already closed its thinking, ``</think>`` is not added again.
-
-    Example:
-        >>> probe_suffix_for("<think>x", "auto")
-        '\\n</think>\\n\\nThe final answer is \\\\boxed{'
-        >>> probe_suffix_for("<think>x</think> So", "think")
-        '\\nThe final answer is \\\\boxed{'
-    """
-    if probe == "auto":
-        probe = "think" if "<think>" in text or THINK_END in text else "dynasor"
-    suffix = PROBE_SUFFIXES.get(probe, probe)
-    if THINK_END in suffix and THINK_END in text:
-        before, _, after = suffix.partition(THINK_END)
-        suffix = before.rstrip() + "\n" + after.lstrip()
-    return suffix
-
-
-def probes_agree(probes: Sequence[Probe], window: int) -> bool:
-    """Whether the last ``window`` probes give one non-empty answer and none hedges."""
-    last = probes[-window:] if window >= 1 else []
-    if len(last) < window or not last:
-        return False
-    return all(p.key and not p.hedged for p in last) and len({p.key for p in last}) == 1
-
-
-def probe_agreement(probes: Sequence[Probe], window: int) -> float:
-    """Share of the last ``window`` probes giving their most common (unhedged) answer."""
-    counts = Counter(p.key for p in probes[-window:] if p.key and not p.hedged)
-    return max(counts.values(), default=0) / window if window >= 1 else 0.0
 
 
 # --------------------------------------------------------------------------- the core

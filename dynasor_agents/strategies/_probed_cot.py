@@ -42,11 +42,11 @@ from dynasor_agents.program import DynasorClient, Program
 from dynasor_agents.strategies._base import Strategy, StrategyInput, boxed_answer, message_text
 from dynasor_agents.strategies._completions import chatml
 from dynasor_agents.strategies._cot_core import (
-    DEFAULT_HEDGES,
     ProbedChainOfThoughtResult,
     check_config,
     probed_cot_core,
 )
+from dynasor_agents.strategies._cot_probes import DEFAULT_HEDGES
 from dynasor_agents.strategies._drive import Completion, Core, Sampler
 
 __all__ = ["EFFORT_PRESETS", "ProbedChainOfThought"]

@@ -22,13 +22,11 @@ from dynasor_agents.protocol import PROGRAM_ID_HEADER
 from dynasor_agents.strategies._completions import CompletionsModel, TextRequest
 from dynasor_agents.strategies._cot_core import (
     CHUNK_TAG,
-    PROBE_SUFFIXES,
-    THINK_END,
     ProbedChainOfThoughtResult,
     ProbeTag,
-    probe_suffix_for,
     probed_cot_core,
 )
+from dynasor_agents.strategies._cot_probes import PROBE_SUFFIXES, THINK_END, probe_suffix_for
 from dynasor_agents.strategies._drive import (
     Await,
     Cancel,
