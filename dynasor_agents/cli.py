@@ -116,12 +116,15 @@ serve adds these vLLM flags:
   --scheduling-policy priority  (program scheduling sets the request priority;
                                  fcfs needs --program-scheduling fcfs)
   --enable-prefix-caching
-  --dtype bfloat16 --enforce-eager --no-enable-chunked-prefill  (CPU build)
+  --dtype DTYPE --enforce-eager --no-enable-chunked-prefill  (CPU build)
+On a CPU build DTYPE is chosen for this CPU: bfloat16 where it computes
+bfloat16 natively (AVX-512 BF16 or AMX), else float32 (bfloat16 would be
+emulated), unless `dynasor-agents bench engine` measured otherwise here.
 A flag you pass yourself (--flag value, --flag=value or its --no- opposite)
 replaces ours. Our flags reach the component as DYNASOR_* environment
-variables; unless already set, serve also sets VLLM_CPU_KVCACHE_SPACE=2 and
-VLLM_CPU_NUM_OF_RESERVED_CPU=0 (CPU build), VLLM_NO_USAGE_STATS=1 and, for a
-local MODEL, HF_HUB_OFFLINE=1.
+variables; unless already set, serve also sets VLLM_CPU_KVCACHE_SPACE (an
+eighth of the memory in GiB, 2 to 8) and VLLM_CPU_NUM_OF_RESERVED_CPU=0 (CPU
+build), VLLM_NO_USAGE_STATS=1 and, for a local MODEL, HF_HUB_OFFLINE=1.
 
 example:
   dynasor-agents serve smollm2 --max-model-len 2048 --port 8000 --api-key KEY"""
@@ -300,6 +303,9 @@ def _serve(
     except ValueError as exc:
         return fail(str(exc))
     env = server.vllm_environment(config, environ, offline=local)
+    if "--dtype" in command[: len(command) - len(vllm_args)]:  # the CPU recipe chose it
+        engine = server.engine_settings(model)
+        print(f"[dynasor] CPU engine: {engine.dtype} ({engine.reason})", file=sys.stderr)
     added = [f"{k}={shlex.quote(v)}" for k, v in sorted(env.items()) if environ.get(k) != v]
     print(f"[dynasor] exec {' '.join(added)} {shlex.join(command)}", file=sys.stderr)
     sys.stdout.flush()

@@ -14,9 +14,22 @@ a simulator runs the very decisions the middleware makes.
 from dynasor_agents.server._admission import Admitted, Refused, admit
 from dynasor_agents.server._checkpoint import DEFAULT_MODEL, cache_dir, ensure_checkpoint
 from dynasor_agents.server._config import ServerConfig
+from dynasor_agents.server._engine_settings import (
+    CpuInfo,
+    EngineSettings,
+    choose_engine_settings,
+    load_measurement,
+    save_measurement,
+)
 from dynasor_agents.server._launch import ServerStartError, VLLMServer, free_port, local_server
 from dynasor_agents.server._middleware import DynasorMiddleware
-from dynasor_agents.server._recipe import MIDDLEWARE, is_cpu_build, vllm_command, vllm_environment
+from dynasor_agents.server._recipe import (
+    MIDDLEWARE,
+    engine_settings,
+    is_cpu_build,
+    vllm_command,
+    vllm_environment,
+)
 from dynasor_agents.server._scheduling import RequestShape, SchedulingPolicy, make_policy
 from dynasor_agents.server._table import InFlight, ProgramRecord, ProgramTable
 
@@ -24,6 +37,8 @@ __all__ = [
     "DEFAULT_MODEL",
     "MIDDLEWARE",
     "Admitted",
+    "CpuInfo",
+    "EngineSettings",
     "DynasorMiddleware",
     "InFlight",
     "ProgramRecord",
@@ -36,11 +51,15 @@ __all__ = [
     "VLLMServer",
     "admit",
     "cache_dir",
+    "choose_engine_settings",
+    "engine_settings",
     "ensure_checkpoint",
     "free_port",
     "is_cpu_build",
+    "load_measurement",
     "local_server",
     "make_policy",
+    "save_measurement",
     "vllm_command",
     "vllm_environment",
 ]

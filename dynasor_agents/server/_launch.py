@@ -32,7 +32,13 @@ from pathlib import Path
 from types import TracebackType
 
 from dynasor_agents.server._config import ServerConfig
-from dynasor_agents.server._recipe import given_options, vllm_command, vllm_environment
+from dynasor_agents.server._recipe import (
+    engine_settings,
+    given_options,
+    is_cpu_build,
+    vllm_command,
+    vllm_environment,
+)
 
 __all__ = ["ServerStartError", "VLLMServer", "free_port", "local_server"]
 
@@ -272,6 +278,13 @@ def local_server(
         extra_args=["--max-model-len", "2048"],
     )
     print(f"[{label}] starting vLLM on {server.root_url} (log: {server.log_path})", flush=True)
+    if is_cpu_build():
+        engine = engine_settings(server.model)
+        print(
+            f"[{label}] CPU engine: {engine.dtype} ({engine.reason}), "
+            f"KV cache {engine.kv_cache_gib} GiB",
+            flush=True,
+        )
     with server.start(timeout=timeout):
         print(f"[{label}] server ready", flush=True)
         yield server.base_url

@@ -9,8 +9,11 @@ only. It runs ``python -m vllm.entrypoints.openai.api_server``
 dynasor_agents.server.DynasorMiddleware`` (:data:`MIDDLEWARE`),
 ``--scheduling-policy priority`` (program scheduling sets vLLM's request
 ``priority``) and ``--enable-prefix-caching``. On a CPU build of vLLM
-(:func:`is_cpu_build`) it adds the CPU recipe: bfloat16, eager mode, no chunked
-prefill, a 2 GiB KV cache and no reserved cores. A flag the caller passes wins
+(:func:`is_cpu_build`) it adds the CPU recipe: eager mode, no chunked prefill
+(a request with ``seed`` kills the CPU engine under chunked prefill), and the
+engine settings chosen for this CPU (:mod:`._engine_settings`: float32 unless the
+CPU computes bfloat16 natively or a measurement says otherwise, the KV cache
+size, no reserved cores). A flag the caller passes wins
 over ours (both ``--flag value`` and ``--flag=value``, also in its ``--no-``
 form; :func:`given_options` reads them); the component's settings
 (:class:`ServerConfig`) travel in ``DYNASOR_*`` environment variables, because
@@ -42,10 +45,17 @@ from pathlib import Path
 from typing import Final
 
 from dynasor_agents.server._config import ServerConfig
+from dynasor_agents.server._engine_settings import (
+    CpuInfo,
+    EngineSettings,
+    choose_engine_settings,
+    load_measurement,
+)
 
 __all__ = [
     "MIDDLEWARE",
     "VLLM_ENTRYPOINT",
+    "engine_settings",
     "given_options",
     "is_cpu_build",
     "vllm_command",
@@ -66,6 +76,19 @@ def is_cpu_build() -> bool:
     except importlib.metadata.PackageNotFoundError:
         return False
     return True
+
+
+def engine_settings(model: str | Path | None = None, cpu: CpuInfo | None = None) -> EngineSettings:
+    """The CPU engine settings for ``model`` on this machine (or on ``cpu``).
+
+    A measurement saved in a local model's directory (``dynasor-agents bench
+    engine``) on a CPU like this one decides the dtype; else the CPU's features do.
+    """
+    cpu = cpu or CpuInfo.read()
+    measured = None
+    if model is not None and Path(model).is_dir():
+        measured = load_measurement(model, cpu)
+    return choose_engine_settings(cpu, measured)
 
 
 def given_options(args: Sequence[str]) -> dict[str, list[str | None]]:
@@ -113,6 +136,7 @@ def vllm_command(
     host: str | None = None,
     port: int | None = None,
     served_model_name: str | None = None,
+    engine: EngineSettings | None = None,
 ) -> list[str]:
     """The command line that starts vLLM's OpenAI server with our recipe.
 
@@ -131,6 +155,8 @@ def vllm_command(
         port: ``--port`` (``None``: vLLM's default, 8000).
         served_model_name: ``--served-model-name`` (``None``: vLLM's default,
             the model).
+        engine: The CPU engine settings (``None``: :func:`engine_settings` of
+            ``model`` on this machine); used on a CPU build only.
 
     Returns:
         The argv: this Python, ``-m`` :data:`VLLM_ENTRYPOINT`, ``--model``,
@@ -171,7 +197,7 @@ def vllm_command(
             cmd += ["--middleware", MIDDLEWARE]
     add("--enable-prefix-caching", unless=["--no-enable-prefix-caching"])
     if is_cpu_build():
-        add("--dtype", "bfloat16")
+        add("--dtype", (engine or engine_settings(model)).dtype)
         add("--enforce-eager", unless=["--no-enforce-eager"])
         add("--no-enable-chunked-prefill", unless=["--enable-chunked-prefill"])
     return cmd + user
@@ -183,6 +209,7 @@ def vllm_environment(
     *,
     middleware: bool = True,
     offline: bool = True,
+    engine: EngineSettings | None = None,
 ) -> dict[str, str]:
     """The environment for vLLM: ``base_env`` plus our defaults and the settings.
 
@@ -196,14 +223,17 @@ def vllm_environment(
         middleware: Whether the component is loaded; ``False`` adds no
             ``DYNASOR_*`` variables.
         offline: Default ``HF_HUB_OFFLINE=1`` (for a local model).
+        engine: The CPU engine settings (``None``: :func:`engine_settings` on this
+            machine); used on a CPU build only.
 
     Returns:
         A new environment mapping (``base_env`` is not changed).
     """
     env = dict(os.environ if base_env is None else base_env)
     if is_cpu_build():
-        env.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
-        env.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
+        settings = engine or engine_settings()
+        env.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", str(settings.reserved_cores))
+        env.setdefault("VLLM_CPU_KVCACHE_SPACE", str(settings.kv_cache_gib))
     if offline:
         env.setdefault("HF_HUB_OFFLINE", "1")
     env.setdefault("VLLM_NO_USAGE_STATS", "1")

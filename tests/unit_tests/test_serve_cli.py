@@ -24,9 +24,11 @@ from dynasor_agents.server import (
     vllm_command,
     vllm_environment,
 )
+from dynasor_agents.server._engine_settings import CpuInfo
 
 ENTRY = [sys.executable, "-m", "vllm.entrypoints.openai.api_server"]
-CPU_FLAGS = ["--dtype", "bfloat16", "--enforce-eager", "--no-enable-chunked-prefill"]
+CPU_FLAGS = ["--dtype", "float32", "--enforce-eager", "--no-enable-chunked-prefill"]
+AVX2 = CpuInfo(flags=frozenset({"avx", "avx2", "fma"}), cores=2, memory_gib=23.4)
 BASE_ENV = {"PATH": "/usr/bin", "HOME": "/home/me"}
 
 
@@ -48,6 +50,12 @@ class Exec:
     def env(self) -> dict[str, str]:
         assert len(self.calls) == 1
         return self.calls[0][2]
+
+
+@pytest.fixture(autouse=True)
+def avx2_machine(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The recipe reads this machine's CPU: the tests see an AVX2 one without AVX-512."""
+    monkeypatch.setattr(_recipe.CpuInfo, "read", classmethod(lambda cls, *a, **k: AVX2))
 
 
 @pytest.fixture(params=[True, False], ids=["cpu", "gpu"])
@@ -355,7 +363,7 @@ def test_help(capsys: pytest.CaptureFixture[str]) -> None:
     assert "python -m vllm.entrypoints.openai.api_server --help" in out
     for added in (MIDDLEWARE, "--scheduling-policy priority", "--enable-prefix-caching"):
         assert added in out
-    assert "--dtype bfloat16 --enforce-eager --no-enable-chunked-prefill" in out
+    assert "--dtype DTYPE --enforce-eager --no-enable-chunked-prefill" in out
     assert "smollm2" in out
 
 
