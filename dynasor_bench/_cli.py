@@ -9,7 +9,9 @@
 * ``bench online`` serves programs arriving online to four systems and reports
   deadline attainment, measured and simulated (:mod:`dynasor_bench.online`);
 * ``bench overhead`` measures what the server component costs
-  (:mod:`dynasor_bench.overhead`).
+  (:mod:`dynasor_bench.overhead`);
+* ``bench engine`` measures decode throughput per dtype on this CPU, side by
+  side, and can save the winner for the launcher (:mod:`dynasor_bench.engine`).
 
 The library's ``dynasor-agents`` command finds this tree through the
 ``dynasor_agents.commands`` entry point; the library never imports this package.
@@ -26,6 +28,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
+from dynasor_bench.engine import _cli as engine_cli
 from dynasor_bench.online import _cli as online_cli
 from dynasor_bench.overhead import _cli as overhead_cli
 from dynasor_bench.replay import _cli as replay_cli
@@ -47,6 +50,7 @@ def build_parser(prog: str = "dynasor-agents bench") -> argparse.ArgumentParser:
     replay_cli.add_commands(sub)
     online_cli.add_commands(sub)
     overhead_cli.add_commands(sub)
+    engine_cli.add_commands(sub)
     return parser
 
 

@@ -5,7 +5,7 @@ the server's own admission function on modeled engines (:class:`CostModel`);
 :func:`calibrate_engine` fits the CPU cost model from timed requests.
 """
 
-from dynasor_bench.sim._calibrate import Calibration, calibrate_engine
+from dynasor_bench.sim._calibrate import Calibration, batch_seconds, calibrate_engine
 from dynasor_bench.sim._component import SimComponent, ToEngine
 from dynasor_bench.sim._cost import CPU_QWEN_05B, H100_8B, CostModel
 from dynasor_bench.sim._engine import Engine
@@ -20,6 +20,7 @@ __all__ = [
     "SimComponent",
     "SimResult",
     "ToEngine",
+    "batch_seconds",
     "calibrate_engine",
     "route",
     "simulate",

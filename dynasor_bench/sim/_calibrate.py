@@ -31,7 +31,7 @@ import numpy as np
 from dynasor_agents.errors import InvalidInputError
 from dynasor_bench.sim._cost import CostModel
 
-__all__ = ["Calibration", "calibrate_engine", "fit_decode"]
+__all__ = ["Calibration", "batch_seconds", "calibrate_engine", "fit_decode"]
 
 _FILLER = "The quick brown fox jumps over the lazy dog. "
 
@@ -79,7 +79,7 @@ async def _timed(
     return time.perf_counter() - start, int(usage["prompt_tokens"])
 
 
-async def _batch_seconds(
+async def batch_seconds(
     http: httpx.AsyncClient,
     model: str,
     b: int,
@@ -154,8 +154,8 @@ async def calibrate_engine(
         for b in batches:
             # B requests of 1 token against B of ``tokens``: the difference is
             # ``tokens - 1`` decode steps of B sequences, overheads cancelled.
-            one = await _batch_seconds(http, model, b, 1, repeats, sampling)
-            full = await _batch_seconds(http, model, b, tokens, repeats, sampling)
+            one = await batch_seconds(http, model, b, 1, repeats, sampling)
+            full = await batch_seconds(http, model, b, tokens, repeats, sampling)
             if full <= one:
                 raise RuntimeError(
                     f"decoding {tokens} tokens x {b} took no longer than 1 token x {b} "
