@@ -7,9 +7,11 @@ Subcommands:
   ``--program-ttl``, ...) handed to it as ``DYNASOR_*`` variables and the launch
   recipe of :func:`dynasor_agents.server.vllm_command` applied; every other
   flag goes to vLLM unchanged. ``smollm2`` is the packaged test model.
-* ``demo``: start a local vLLM with the Dynasor component (the CPU recipe on a
-  CPU build), run Certaindex early-stop self-consistency beside fixed-N
-  self-consistency, print the answers, samples, tokens and the savings.
+* ``demo``: start a local vLLM with the Dynasor component and the packaged
+  Qwen2.5-Coder-0.5B (the CPU recipe on a CPU build), run Certaindex early-stop
+  self-consistency beside fixed-N self-consistency on a mix of math questions,
+  print the answers, samples, tokens, accuracy and wall time of each arm
+  (:mod:`dynasor_agents.demo`).
 * ``prepare-model``: convert the packaged SmolLM2-135M-Instruct GGUF to a cached
   Hugging Face checkpoint (done on demand by ``demo``, ``serve smollm2`` and the
   tests too).
@@ -25,7 +27,6 @@ Example (``_run`` is :func:`main` with the exec ``serve`` ends in replaceable):
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import shlex
 import sys
@@ -33,6 +34,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Final
 
+from dynasor_agents.demo._command import add_demo_parser, demo_command
 from dynasor_agents.errors import DynasorError
 
 __all__ = ["main"]
@@ -152,26 +154,7 @@ def _parser() -> argparse.ArgumentParser:
         choices = ("fcfs", "gang", "dynasor") if field == "scheduling" else None
         ours.add_argument(flag, dest=field, type=kind, metavar=metavar, choices=choices, help=text)
 
-    demo = sub.add_parser(
-        "demo",
-        help="early-stop self-consistency vs fixed-N on a local vLLM",
-        description=(
-            "Start vLLM on 127.0.0.1 with the Dynasor component (unless --base-url is "
-            "given) and compare Certaindex early stop with fixed-N self-consistency."
-        ),
-    )
-    demo.add_argument("--dataset", help="JSONL file of problems, e.g. ../shared/data/gsm8k.jsonl")
-    demo.add_argument("--limit", type=int, default=None, help="problems to run (dataset: 5)")
-    demo.add_argument("--samples", type=int, default=16, help="fixed N, and Dynasor's cap")
-    demo.add_argument("--first-round", type=int, default=4, help="samples per detect step")
-    demo.add_argument("--threshold", type=float, default=0.8, help="Certaindex to stop at")
-    demo.add_argument("--temperature", type=float, default=0.5, help="sampling temperature")
-    demo.add_argument("--max-tokens", type=int, default=None, help="cap per sample")
-    demo.add_argument("--concurrency", type=int, default=2, help="problems in flight")
-    demo.add_argument("--base-url", help="use this running server (http://host:port/v1)")
-    demo.add_argument("--model", default="smollm2", help="served model name")
-    demo.add_argument("--api-key", default="EMPTY")
-    demo.add_argument("--startup-timeout", type=float, default=300.0)
+    add_demo_parser(sub)
 
     prepare = sub.add_parser("prepare-model", help="convert a packaged model once (cached)")
     prepare.add_argument("name", nargs="?", default=TEST_MODEL, choices=PACKAGED)
@@ -206,45 +189,6 @@ def _plugin(name: str) -> Callable[[Sequence[str]], int]:
         )
     command: Callable[[Sequence[str]], int] = next(iter(found)).load()
     return command
-
-
-def _demo(args: argparse.Namespace) -> int:
-    from dynasor_agents.demo import DEFAULT_PROBLEMS, load_problems, run_demo
-
-    if args.dataset:
-        problems = load_problems(args.dataset, limit=args.limit or 5)
-    else:
-        problems = list(DEFAULT_PROBLEMS)[: args.limit]
-    short = not args.dataset
-    max_tokens = args.max_tokens or (48 if short else 256)
-
-    def run(base_url: str) -> None:
-        asyncio.run(
-            run_demo(
-                problems,
-                base_url=base_url,
-                model=args.model,
-                api_key=args.api_key,
-                samples=args.samples,
-                first_round=args.first_round,
-                certainty=args.threshold,
-                temperature=args.temperature,
-                max_tokens=max_tokens,
-                short=short,
-                concurrency=args.concurrency,
-            )
-        )
-
-    if args.base_url:
-        run(args.base_url)
-        return 0
-    from dynasor_agents.server import local_server
-
-    with local_server(
-        TEST_MODEL, served_model_name=args.model, timeout=args.startup_timeout
-    ) as base_url:
-        run(base_url)
-    return 0
 
 
 def _split_model(rest: list[str]) -> tuple[str, list[str]] | None:
@@ -342,7 +286,7 @@ def _run(
                 args, rest, execute=execute, environ=os.environ if environ is None else environ
             )
         if args.command == "demo":
-            return _demo(args)
+            return demo_command(args)
         if args.command == "prepare-model":
             from dynasor_agents.server import ensure_checkpoint
 

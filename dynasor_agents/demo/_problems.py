@@ -2,7 +2,8 @@
 
 :func:`load_problems` reads the JSON Lines files in ``../shared/data`` (GSM8K,
 MATH-500, AIME 2024, MAWPS) by recognising their fields, so one loader serves
-all of them.
+all of them; :func:`mixed_problems` draws a seeded mix over several of them
+(the demo's default, :data:`DEFAULT_MIX`: easy and hard questions together).
 
 Example:
     >>> import json, tempfile, pathlib
@@ -15,12 +16,22 @@ Example:
 from __future__ import annotations
 
 import json
+import os
+import random
 from dataclasses import dataclass
 from pathlib import Path
 
 from dynasor_agents.errors import InvalidInputError
 
-__all__ = ["DEFAULT_PROBLEMS", "Problem", "load_problems"]
+__all__ = [
+    "DEFAULT_MIX",
+    "DEFAULT_PROBLEMS",
+    "Problem",
+    "data_dir",
+    "load_problems",
+    "mixed_problems",
+    "parse_mix",
+]
 
 
 @dataclass(frozen=True)
@@ -93,3 +104,61 @@ def load_problems(path: str | Path, *, limit: int | None = None) -> list[Problem
     if not problems:
         raise InvalidInputError(f"{path} holds no problems")
     return problems
+
+
+DEFAULT_MIX = "singleop:2,addsub:2,multiarith:2,gsm8k:2"
+"""The demo's questions: easy one-step and two-step arithmetic, and grade-school
+word problems, where a small model's samples agree often and seldom."""
+
+
+def data_dir() -> Path:
+    """The benchmark data directory: ``$DYNASOR_DATA_DIR`` or ``../shared/data``."""
+    env = os.environ.get("DYNASOR_DATA_DIR")
+    return Path(env) if env else Path("..") / "shared" / "data"
+
+
+def parse_mix(spec: str) -> list[tuple[str, int]]:
+    """``"<dataset>:<count>,..."`` as pairs.
+
+    Raises:
+        InvalidInputError: A malformed spec.
+
+    Example:
+        >>> parse_mix("gsm8k:3, singleop:1")
+        [('gsm8k', 3), ('singleop', 1)]
+    """
+    parts: list[tuple[str, int]] = []
+    for item in spec.split(","):
+        name, _, count = item.strip().partition(":")
+        if not name or not count.isdigit() or int(count) < 1:
+            raise InvalidInputError(
+                f"bad question spec {item!r}: expected <dataset>:<count>, e.g. 'gsm8k:80'"
+            )
+        parts.append((name, int(count)))
+    return parts
+
+
+def mixed_problems(spec: str, directory: str | Path, *, seed: int = 0) -> list[Problem]:
+    """A seeded sample of questions per dataset, interleaved (one of each in turn).
+
+    Args:
+        spec: ``"<dataset>:<count>,..."``; ``<dataset>`` names ``<dataset>.jsonl``.
+        directory: Where the JSON Lines files are (:func:`data_dir`).
+        seed: Sampling seed (the same seed picks the same questions).
+
+    Returns:
+        Problems whose ``source`` is ``"<file>:<line>"``.
+
+    Raises:
+        InvalidInputError: A malformed spec or a missing dataset file.
+    """
+    groups: list[list[Problem]] = []
+    for name, count in parse_mix(spec):
+        problems = load_problems(Path(directory) / f"{name}.jsonl")
+        rng = random.Random(f"{seed}:{name}")
+        picked = sorted(rng.sample(range(len(problems)), min(count, len(problems))))
+        groups.append([problems[i] for i in picked])
+    mixed: list[Problem] = []
+    for layer in range(max((len(g) for g in groups), default=0)):
+        mixed.extend(g[layer] for g in groups if layer < len(g))
+    return mixed

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 from pathlib import Path
 from typing import Any
 
+from dynasor_agents.demo import data_dir
 from dynasor_bench.traces._bank import bank_path
 from dynasor_bench.traces._record import (
     SYSTEM_PROMPT,
@@ -21,18 +21,12 @@ from dynasor_bench.traces._record import (
     select_questions,
 )
 
-__all__ = ["BENCH_MODEL", "DEFAULT_QUESTIONS", "add_commands", "data_dir"]
+__all__ = ["BENCH_MODEL", "DEFAULT_QUESTIONS", "add_commands"]
 
 DEFAULT_QUESTIONS = "singleop:40,addsub:40,multiarith:50,gsm8k:90,math500:30"
 """Default recording mix: easy to hard, 250 questions."""
 BENCH_MODEL = "qwen2.5-coder-0.5b"
 """The packaged benchmark model (Qwen2.5-Coder-0.5B-Instruct) the benchmarks serve."""
-
-
-def data_dir() -> Path:
-    """The benchmark data directory: ``$DYNASOR_DATA_DIR`` or ``../shared/data``."""
-    env = os.environ.get("DYNASOR_DATA_DIR")
-    return Path(env) if env else Path("..") / "shared" / "data"
 
 
 def add_commands(sub: argparse._SubParsersAction[Any]) -> None:

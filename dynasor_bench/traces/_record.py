@@ -23,7 +23,6 @@ Example:
 from __future__ import annotations
 
 import asyncio
-import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +32,7 @@ import numpy as np
 
 from dynasor_agents import Progress
 from dynasor_agents.certainty import extract_answer, normalize_answer
-from dynasor_agents.demo import load_problems
+from dynasor_agents.demo import mixed_problems
 from dynasor_agents.errors import InvalidInputError
 from dynasor_bench.traces._bank import (
     BankMeta,
@@ -60,20 +59,9 @@ class BankQuestion:
     gold: str
 
 
-def _parse_spec(spec: str) -> list[tuple[str, int]]:
-    parts: list[tuple[str, int]] = []
-    for item in spec.split(","):
-        name, _, count = item.strip().partition(":")
-        if not name or not count.isdigit() or int(count) < 1:
-            raise InvalidInputError(
-                f"bad question spec {item!r}: expected <dataset>:<count>, e.g. 'gsm8k:80'"
-            )
-        parts.append((name, int(count)))
-    return parts
-
-
 def select_questions(spec: str, data_dir: Path, *, seed: int = 0) -> list[BankQuestion]:
-    """Pick a seeded sample of questions per dataset and interleave them.
+    """Pick a seeded sample of questions per dataset and interleave them
+    (:func:`dynasor_agents.demo.mixed_problems`), with bank ids.
 
     Args:
         spec: ``"<dataset>:<count>,..."``; ``<dataset>`` names ``<dataset>.jsonl``.
@@ -83,26 +71,16 @@ def select_questions(spec: str, data_dir: Path, *, seed: int = 0) -> list[BankQu
     Raises:
         InvalidInputError: A malformed spec or a missing dataset file.
     """
-    groups: list[list[BankQuestion]] = []
-    for name, count in _parse_spec(spec):
-        problems = load_problems(data_dir / f"{name}.jsonl")
-        rng = random.Random(f"{seed}:{name}")
-        picked = sorted(rng.sample(range(len(problems)), min(count, len(problems))))
-        groups.append(
-            [
-                BankQuestion(
-                    id=f"{name}:{problems[i].source.rsplit(':', 1)[1]}",
-                    source=name,
-                    question=problems[i].question,
-                    gold=problems[i].gold,
-                )
-                for i in picked
-            ]
+    return [
+        BankQuestion(
+            id=f"{file.removesuffix('.jsonl')}:{line}",
+            source=file.removesuffix(".jsonl"),
+            question=p.question,
+            gold=p.gold,
         )
-    mixed: list[BankQuestion] = []
-    for layer in range(max((len(g) for g in groups), default=0)):
-        mixed.extend(g[layer] for g in groups if layer < len(g))
-    return mixed
+        for p in mixed_problems(spec, data_dir, seed=seed)
+        for file, _, line in [p.source.rpartition(":")]
+    ]
 
 
 @dataclass(frozen=True)
