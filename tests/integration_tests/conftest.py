@@ -18,6 +18,7 @@ import os
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -36,6 +37,7 @@ class Backend:
     model: str
     api_key: str = "EMPTY"
     other_key: str | None = None
+    log: Path | None = None  # the server's log, when the tests started it
 
     @property
     def root_url(self) -> str:
@@ -90,7 +92,7 @@ def vllm() -> Iterator[Backend]:
     )
     server.start(timeout=_timeout())
     try:
-        yield Backend(server.base_url, "smollm2", KEYS[0], KEYS[1])
+        yield Backend(server.base_url, "smollm2", KEYS[0], KEYS[1], log=server.log_path)
     finally:
         server.stop()
 
