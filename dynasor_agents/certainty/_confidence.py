@@ -38,6 +38,7 @@ import numpy.typing as npt
 
 from dynasor_agents.errors import InvalidInputError
 
+from ._inputs import finite_vector
 from ._logprobs import FloatArray, LogprobsLike, logprob_matrix, token_confidences
 
 __all__ = [
@@ -62,21 +63,6 @@ _FRACTION_EPS = 1e-9  # so that ceil(0.1 * 30) is 3, not 4
 
 
 # --------------------------------------------------------------------------- DeepConf
-
-
-def _confidence_vector(confidences: npt.ArrayLike) -> FloatArray:
-    """Per-token confidences as a finite, non-empty 1-D float array."""
-    try:
-        vector = np.asarray(confidences, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise InvalidInputError(f"confidences must be numbers: {exc}") from exc
-    if vector.ndim != 1:
-        raise InvalidInputError(f"confidences must be 1-D, got shape {vector.shape}")
-    if vector.size == 0:
-        raise InvalidInputError("confidences is empty")
-    if not np.isfinite(vector).all():
-        raise InvalidInputError("confidences must be finite (no NaN or inf)")
-    return vector
 
 
 def _positive_int(value: int, name: str) -> int:
@@ -109,7 +95,7 @@ def group_confidences(confidences: npt.ArrayLike, *, window: int = DEFAULT_WINDO
         >>> group_confidences([1.0, 2.0], window=8).tolist()
         [1.5]
     """
-    vector = _confidence_vector(confidences)
+    vector = finite_vector(confidences, "confidences")
     window = _positive_int(window, "window")
     if vector.size <= window:
         return np.array([vector.mean()], dtype=np.float64)
@@ -188,7 +174,7 @@ def tail_confidence(confidences: npt.ArrayLike, *, tail: int = DEFAULT_TAIL) -> 
         >>> tail_confidence([0.0, 1.0, 2.0, 4.0], tail=2)
         3.0
     """
-    vector = _confidence_vector(confidences)
+    vector = finite_vector(confidences, "confidences")
     return float(vector[-_positive_int(tail, "tail") :].mean())
 
 
