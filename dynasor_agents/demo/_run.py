@@ -76,11 +76,11 @@ class DemoSettings:
 
     samples: int = 8
     first_round: int = 4
-    round_size: int = 1
+    round_size: int = 4
     threshold: float = 0.4
     temperature: float = 0.7
     max_tokens: int = 256
-    concurrency: int = 4
+    concurrency: int = 5
     short: bool = False
 
     def describe(self) -> str:

@@ -107,8 +107,10 @@ def test_the_mix_is_seeded_interleaved_and_checked(tmp_path: Path) -> None:
     assert mix != mixed_problems("easy:2,hard:3", tmp_path, seed=2)
     with pytest.raises(InvalidInputError, match="bad question spec"):
         mixed_problems("easy", tmp_path)
-    with pytest.raises(InvalidInputError, match="not found"):
+    with pytest.raises(InvalidInputError, match="dataset file not found"):
         mixed_problems("missing:1", tmp_path)
+    with pytest.raises(InvalidInputError, match="data directory not found.*DYNASOR_DATA_DIR"):
+        mixed_problems("easy:1", tmp_path / "nowhere")
 
 
 def parse(*argv: str) -> argparse.Namespace:
@@ -125,7 +127,7 @@ def test_the_command_defaults_to_qwen_on_the_math_mix_and_smollm2_to_trivia(
     args = parse("--data-dir", str(tmp_path))
     assert args.model == "qwen2.5-coder-0.5b"
     problems = _problems(args, short=False)
-    assert len(problems) == 8 and {p.source.split(".")[0] for p in problems} == {
+    assert len(problems) == 5 and {p.source.split(".")[0] for p in problems} == {
         "singleop", "addsub", "multiarith", "gsm8k"
     }  # fmt: skip
     assert _settings(args, short=False).max_tokens == 256
