@@ -1,10 +1,11 @@
 """Engine settings for vLLM on a CPU, chosen from what the CPU can do.
 
 vLLM's CPU backend computes bfloat16 natively only where the CPU has the
-AVX-512 BF16 (or AMX-BF16) instructions; elsewhere it emulates it. Measured on a
-2-core AVX2 machine without AVX-512 (``docs/results.md``, engine throughput per
-dtype), Qwen2.5-Coder-0.5B decodes about twice as fast in float32 as in bfloat16
-once 8 or more requests run, which is how reasoning programs load the engine. So:
+AVX-512 BF16 (or AMX-BF16) instructions; elsewhere it emulates it. On a 2-core
+AVX2 machine without AVX-512 (``docs/results.md``, engine speed per dtype),
+float32 decoded about twice as fast as bfloat16 with 8 or more requests running
+(46-52 against 20-30 tokens/s), which is how reasoning programs load the engine;
+bfloat16 was faster only for a single stream. So:
 
 * **dtype**: ``bfloat16`` where the CPU has ``avx512_bf16`` or ``amx_bf16``,
   else ``float32``. A measurement wins over the rule: ``dynasor-agents bench
