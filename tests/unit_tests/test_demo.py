@@ -109,7 +109,7 @@ def test_the_mix_is_seeded_interleaved_and_checked(tmp_path: Path) -> None:
         mixed_problems("easy", tmp_path)
     with pytest.raises(InvalidInputError, match="dataset file not found"):
         mixed_problems("missing:1", tmp_path)
-    with pytest.raises(InvalidInputError, match="data directory not found.*DYNASOR_DATA_DIR"):
+    with pytest.raises(InvalidInputError, match=r"data directory not found.*DYNASOR_DATA_DIR"):
         mixed_problems("easy:1", tmp_path / "nowhere")
 
 
