@@ -9,7 +9,7 @@ from typing import Any
 
 from dynasor_agents import InvalidInputError
 from dynasor_bench._plotting import COLORS, pyplot
-from dynasor_bench.online._report import _at_rate, _order, summarize_cells
+from dynasor_bench.online._report import rows_at_rate, summarize_cells, system_order
 from dynasor_bench.online._store import attainment
 from dynasor_bench.workload import OnlineRow
 
@@ -51,7 +51,8 @@ def plot_online(
         raise InvalidInputError("plot_online needs at least one SLO scale")
     plt = pyplot()
     colors = {
-        name: COLORS[i % len(COLORS)] for i, name in enumerate(_order([*measured, *simulated]))
+        name: COLORS[i % len(COLORS)]
+        for i, name in enumerate(system_order([*measured, *simulated]))
     }
     figure, axes = plt.subplots(2, 2, figsize=(12, 9), squeeze=False)
     by_rate, p90, by_scale, tokens = axes[0][0], axes[0][1], axes[1][0], axes[1][1]
@@ -60,7 +61,7 @@ def plot_online(
         if not rows:
             continue
         summaries = summarize_cells(rows, slo_scale)
-        for system in _order(rows):
+        for system in system_order(rows):
             cells = [c for c in summaries if c.system == system]
             xs = [c.rate for c in cells]
             dashed = origin == "simulated"
@@ -74,7 +75,7 @@ def plot_online(
             by_rate.plot(xs, [100 * c.attainment for c in cells], **style)
             p90.plot(xs, [c.p90 if math.isfinite(c.p90) else math.nan for c in cells], **style)
             tokens.plot(xs, [c.tokens for c in cells], **style)
-            at = _at_rate([row for row in rows if row.system == system], fixed_rate)
+            at = rows_at_rate([row for row in rows if row.system == system], fixed_rate)
             if at:
                 style["marker"] = ("x" if len(xs_scale) == 1 else "") if dashed else "o"
                 by_scale.plot(xs_scale, [100 * attainment(at, s) for s in xs_scale], **style)

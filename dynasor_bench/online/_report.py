@@ -66,8 +66,10 @@ __all__ = [
     "load_rows",
     "max_rate",
     "rate_table",
+    "rows_at_rate",
     "slo_table",
     "summarize_cells",
+    "system_order",
     "tightest_slo",
 ]
 
@@ -105,23 +107,24 @@ def _rate_ratio(rate: RateBound, base: RateBound) -> Ratio:
     return Ratio(value, next(iter(strict or relations)))
 
 
-def _order(rows: Sequence[OnlineRow]) -> list[str]:
+def system_order(rows: Sequence[OnlineRow]) -> list[str]:
     """System names: those of :data:`SYSTEMS` first, in its order, then others as they come."""
     present = dict.fromkeys(row.system for row in rows)
     known = [spec.name for spec in SYSTEMS if spec.name in present]
     return known + [name for name in present if name not in known]
 
 
-def _at_rate(rows: Sequence[OnlineRow], rate: float) -> list[OnlineRow]:
+def rows_at_rate(rows: Sequence[OnlineRow], rate: float) -> list[OnlineRow]:
+    """The rows of runs at ``rate`` (equal up to rounding)."""
     return [row for row in rows if math.isclose(row.rate, rate, rel_tol=1e-9)]
 
 
 def _cells(rows: Sequence[OnlineRow]) -> dict[tuple[str, float], list[OnlineRow]]:
-    """Rows per (system, rate), systems in :func:`_order`, rates ascending."""
+    """Rows per (system, rate), systems in :func:`system_order`, rates ascending."""
     cells: dict[tuple[str, float], list[OnlineRow]] = {}
     for row in rows:
         cells.setdefault((row.system, row.rate), []).append(row)
-    rank = {name: i for i, name in enumerate(_order(rows))}
+    rank = {name: i for i, name in enumerate(system_order(rows))}
     return dict(sorted(cells.items(), key=lambda item: (rank[item[0][0]], item[0][1])))
 
 
@@ -228,7 +231,7 @@ def headlines(
             ``baseline`` names no system in the rows.
     """
     _need(rows, "headlines")  # max_rate checks the target
-    systems = _order(rows)
+    systems = system_order(rows)
     base_name = systems[0] if baseline is None else baseline
     if base_name not in systems:
         raise InvalidInputError(f"baseline {base_name!r} is not among the systems {systems}")
@@ -239,7 +242,7 @@ def headlines(
         own = [row for row in rows if row.system == system]
         points = [(rate, attainment(cell, slo_scale)) for (_, rate), cell in _cells(own).items()]
         rates[system] = max_rate(points, target)
-        fixed[system] = _at_rate(own, fixed_rate)
+        fixed[system] = rows_at_rate(own, fixed_rate)
         slos[system] = tightest_slo(fixed[system], target) if fixed[system] else None
     base_slo = slos[base_name]
     out = []
@@ -333,7 +336,7 @@ def headline_table(items: Sequence[Headline]) -> str:
 
 def _one_rate(rows: Sequence[OnlineRow], rate: float | None) -> tuple[list[OnlineRow], float]:
     if rate is not None:
-        chosen = _at_rate(rows, rate)
+        chosen = rows_at_rate(rows, rate)
         if not chosen:
             raise InvalidInputError(f"no rows at rate {rate:g}")
         return chosen, rate
@@ -372,7 +375,7 @@ def slo_table(
         + f" | tightest @{100 * target:g}% |",
         "|---|" + "---|" * (len(scales) + 1),
     ]
-    for system in _order(chosen):
+    for system in system_order(chosen):
         own = [row for row in chosen if row.system == system]
         cells = " | ".join(_pct(attainment(own, s)) for s in scales)
         lines.append(f"| {system} | {cells} | {_slo(tightest_slo(own, target))} |")
