@@ -12,7 +12,12 @@ a simulator runs the very decisions the middleware makes.
 """
 
 from dynasor_agents.server._admission import Admitted, Refused, admit
-from dynasor_agents.server._checkpoint import DEFAULT_MODEL, cache_dir, ensure_checkpoint
+from dynasor_agents.server._checkpoint import (
+    DEFAULT_MODEL,
+    ChecksumMismatchError,
+    cache_dir,
+    ensure_checkpoint,
+)
 from dynasor_agents.server._config import ServerConfig
 from dynasor_agents.server._engine_settings import (
     CpuInfo,
@@ -37,6 +42,7 @@ __all__ = [
     "DEFAULT_MODEL",
     "MIDDLEWARE",
     "Admitted",
+    "ChecksumMismatchError",
     "CpuInfo",
     "EngineSettings",
     "DynasorMiddleware",
