@@ -7,22 +7,11 @@ from typing import Any
 
 from dynasor_agents import InvalidInputError
 from dynasor_agents.server import CpuInfo, ensure_checkpoint, save_measurement
+from dynasor_bench._args import positive_counts
 from dynasor_bench.engine._throughput import measure_dtypes, render_speeds
 from dynasor_bench.traces._cli import BENCH_MODEL
 
 __all__ = ["add_commands"]
-
-
-def _ints(text: str, what: str) -> list[int]:
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise InvalidInputError(
-            f"{what} must be comma-separated whole numbers, got {text!r}"
-        ) from None
-    if not values or any(v < 1 for v in values):
-        raise InvalidInputError(f"{what} must be whole numbers >= 1, got {text!r}")
-    return values
 
 
 def add_commands(sub: argparse._SubParsersAction[Any]) -> None:
@@ -51,7 +40,7 @@ def _engine_command(args: argparse.Namespace) -> int:
     dtypes = [d.strip() for d in args.dtypes.split(",") if d.strip()]
     if len(dtypes) < 1 or len(set(dtypes)) != len(dtypes):
         raise InvalidInputError(f"--dtypes must name distinct dtypes, got {args.dtypes!r}")
-    streams = _ints(args.streams, "--streams")
+    streams = positive_counts(args.streams, "--streams")
     if args.rounds < 1 or args.tokens < 2:
         raise InvalidInputError("--rounds must be >= 1 and --tokens >= 2")
     model_dir = ensure_checkpoint(model=args.model)

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from dynasor_agents.errors import InvalidInputError
+from dynasor_bench._args import positive_counts, positive_floats
 from dynasor_bench.online._plan import BankShape, bases, capacity
 from dynasor_bench.sim._calibrate import Calibration, calibrate_engine
 from dynasor_bench.sim._cost import CPU_QWEN_05B, CostModel
@@ -47,23 +48,6 @@ from dynasor_bench.workload._workload import DEFAULT_MIX, SYSTEMS, SystemSpec, m
 __all__ = ["add_commands"]
 
 SERVER_GROUPS: tuple[str, ...] = ("plain", "dynasor", "gang")
-
-
-def _floats(text: str, what: str) -> list[float]:
-    try:
-        values = [float(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise InvalidInputError(f"{what} must be comma-separated numbers, got {text!r}") from None
-    if not values or any(v <= 0 for v in values):
-        raise InvalidInputError(f"{what} must be numbers > 0, got {text!r}")
-    return sorted(values)
-
-
-def _counts(text: str, what: str) -> list[int]:
-    values = _floats(text, what)
-    if any(not v.is_integer() for v in values):
-        raise InvalidInputError(f"{what} must be whole numbers, got {text!r}")
-    return [int(v) for v in values]
 
 
 def add_commands(sub: argparse._SubParsersAction[Any]) -> None:
@@ -159,7 +143,10 @@ def _online_command(args: argparse.Namespace) -> int:
             raise InvalidInputError(f"--{flag.replace('_', '-')} must be >= 1")
     if not args.slo_scale > 0:
         raise InvalidInputError(f"--slo-scale must be > 0, got {args.slo_scale}")
-    scales, replicas = _floats(args.scales, "--scales"), _counts(args.replicas, "--replicas")
+    scales, replicas = (
+        positive_floats(args.scales, "--scales"),
+        positive_counts(args.replicas, "--replicas"),
+    )
     systems = _systems(args.systems)
     path = bank_path(args.bank)
     questions, meta = load_bank(path), load_meta(path)
@@ -222,9 +209,9 @@ def _rates_and_bases(
     base = bases(cal.cost, shape, DEFAULT_MIX, overhead=cal.request_overhead)
     cap = capacity(cal.cost, shape, DEFAULT_MIX)
     if args.rates:
-        rates = _floats(args.rates, "--rates")
+        rates = positive_floats(args.rates, "--rates")
     else:
-        rates = [round(load * cap, 4) for load in _floats(args.loads, "--loads")]
+        rates = [round(load * cap, 4) for load in positive_floats(args.loads, "--loads")]
     return rates, base
 
 
