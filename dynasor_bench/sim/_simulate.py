@@ -23,7 +23,10 @@
   ``(0, 0, measured=False)`` when aborted, as no usage arrives); engines
   schedule by ``priority``. ``plain`` has no
   component: ``fcfs`` engines, and only a client's cancel aborts a request.
-* **Routing.** Replica ``crc32(program id) % replicas`` (session affinity).
+* **Routing.** A :class:`~dynasor_bench.sim._route.Router` of ``routing``
+  assigns each program a replica on arrival (by its uuid, as vllm-router's
+  ``consistent_hash`` does by default) and hears when it ends; every request of
+  the program goes there. Rows record the replica.
 * **Time.** One heap of ``(time, sequence, event)``: runs are deterministic.
   A request reaches its engine ``request_overhead`` seconds after its launch
   (refusals and finishes reach the client at once). An engine with work steps
@@ -54,7 +57,6 @@ import functools
 import heapq
 import itertools
 import math
-import zlib
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -86,10 +88,11 @@ from dynasor_agents.strategies import (
 from dynasor_bench.sim._component import SimComponent, ToEngine
 from dynasor_bench.sim._cost import CostModel
 from dynasor_bench.sim._engine import Engine, FinishedRequest
+from dynasor_bench.sim._route import Router, RoutingPolicy, make_router
 from dynasor_bench.traces._bank import PathTrace
 from dynasor_bench.workload._workload import OnlineRow, OnlineWorkload, ProgramSpec, SystemSpec
 
-__all__ = ["SimResult", "route", "simulate"]
+__all__ = ["SimResult", "simulate"]
 
 
 @dataclass(frozen=True)
@@ -106,6 +109,7 @@ class SimResult:
         requests: Requests that reached an engine.
         aborted: Of those, requests aborted before they finished.
         replica_tokens: ``engine_tokens`` per replica.
+        replica_programs: Programs routed to each replica.
     """
 
     rows: list[OnlineRow]
@@ -117,16 +121,7 @@ class SimResult:
     requests: int = 0
     aborted: int = 0
     replica_tokens: tuple[int, ...] = ()
-
-
-def route(program_id: str, replicas: int) -> int:
-    """The replica that serves ``program_id`` (affinity on its id).
-
-    Example:
-        >>> [route(f"p{i}", 3) for i in range(5)]
-        [1, 1, 2, 1, 1]
-    """
-    return zlib.crc32(program_id.encode("utf-8")) % replicas
+    replica_programs: tuple[int, ...] = ()
 
 
 @dataclass(eq=False)
@@ -153,6 +148,7 @@ class _Program:
     spec: ProgramSpec
     pid: str
     replica: _Replica
+    replica_index: int
     core: Core[SelfConsistencyResult]
     rng: np.random.Generator
     order: list[int] = field(default_factory=list)
@@ -182,8 +178,11 @@ class _Simulation:
         max_tokens: int,
         overhead: float,
         server: ServerConfig | None,
+        router: Router,
     ) -> None:
         self.workload, self.system, self.seed = workload, system, seed
+        self.router = router
+        self.routed = [0] * replicas
         self.max_tokens, self.overhead = max_tokens, overhead
         self.now = 0.0
         self._heap: list[tuple[float, int, Callable[[], None]]] = []
@@ -221,15 +220,16 @@ class _Simulation:
     # -- the client: one simulated drive() per program --------------------------------
 
     def _arrive(self, spec: ProgramSpec) -> None:
-        pid = f"p{spec.index}"
+        pid = spec.id
         core = self_consistency_core(
             spec.strategy.controller(early_stop=self.system.early_stop, rounds=self.system.rounds),
             program_id=pid,
             max_tokens=self.max_tokens,
         )
-        replica = self.replicas[route(pid, len(self.replicas))]
+        index = self.router.assign(pid)
+        self.routed[index] += 1
         rng = np.random.default_rng([self.seed, spec.index])
-        self._drive(_Program(spec, pid, replica, core, rng), None)
+        self._drive(_Program(spec, pid, self.replicas[index], index, core, rng), None)
 
     def _drive(self, prog: _Program, action: Action | None) -> None:
         """Run the core (from its start, or from ``action``) until it awaits a sample
@@ -295,6 +295,7 @@ class _Simulation:
             prog.told_server = True
             self._tell_server(prog, stop=True)
         prog.core.close()
+        self.router.release(prog.pid)
         spec, q = prog.spec, prog.spec.question
         answer = result.answer if result is not None else None
         reason = result.stop_reason if result is not None else None
@@ -308,6 +309,9 @@ class _Simulation:
             arrival=spec.arrival,
             finish=self.now,
             deadline_unit=spec.deadline_unit,
+            deadline_fixed=spec.fixed_deadline,
+            seed=self.workload.seed,
+            replica=prog.replica_index,
             completion_tokens=result.completion_tokens if result else prog.delivered_tokens,
             samples=result.samples if result else prog.delivered,
             answer=answer,
@@ -434,6 +438,7 @@ def simulate(
     max_tokens: int = 320,
     request_overhead: float = 0.0,
     server: ServerConfig | None = None,
+    routing: RoutingPolicy = "consistent_hash",
 ) -> SimResult:
     """Run ``workload`` under ``system`` on ``replicas`` simulated engines (see the module doc).
 
@@ -447,6 +452,8 @@ def simulate(
         request_overhead: Seconds from a launch until the engine sees the request.
         server: The component's settings (TTL, table size, default budget,
             aging); ``system.scheduling`` chooses the policy. Defaults when omitted.
+        routing: How programs are spread over the replicas (see
+            :mod:`~dynasor_bench.sim._route`); ``random`` draws from ``seed``.
 
     Raises:
         InvalidInputError: A bad argument, a question without recorded paths, or
@@ -469,7 +476,10 @@ def simulate(
                 f"question {q.id}: {q.prompt_tokens} prompt + {longest} completion tokens "
                 f"exceed what one step or the KV cache of {cost.name} holds ({limit} tokens)"
             )
-    sim = _Simulation(workload, system, cost, seed, replicas, max_tokens, request_overhead, server)
+    router = make_router(routing, replicas, seed=seed)
+    sim = _Simulation(
+        workload, system, cost, seed, replicas, max_tokens, request_overhead, server, router
+    )
     sim.run()
     engines = [r.engine for r in sim.replicas]
     return SimResult(
@@ -482,4 +492,5 @@ def simulate(
         requests=sim.requests,
         aborted=sim.aborted,
         replica_tokens=tuple(e.generated_tokens for e in engines),
+        replica_programs=tuple(sim.routed),
     )

@@ -2,8 +2,10 @@
 systems that serve them. Shared by the real load generator and the simulator."""
 
 from dynasor_bench.workload._workload import (
+    DEADLINE_FORMS,
     DEFAULT_MIX,
     SYSTEMS,
+    DeadlineForm,
     OnlineRow,
     OnlineStrategy,
     OnlineWorkload,
@@ -13,8 +15,10 @@ from dynasor_bench.workload._workload import (
 )
 
 __all__ = [
+    "DEADLINE_FORMS",
     "DEFAULT_MIX",
     "SYSTEMS",
+    "DeadlineForm",
     "OnlineRow",
     "OnlineStrategy",
     "OnlineWorkload",

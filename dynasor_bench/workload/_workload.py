@@ -1,13 +1,21 @@
 """The online workload: programs arriving as a Poisson process, each with a deadline.
 
 One :class:`OnlineWorkload` is what every system in an online comparison receives:
-the same programs at the same arrival times. A program is a question from a
-trace bank run by one strategy of the mix; its deadline is
-``slo_scale x difficulty x base``, where ``base`` is the strategy's latency on
-an idle server at average difficulty and ``difficulty`` is how much longer the
-question's source tends to run than the bank's average (its recorded paths'
-mean length over the bank's). Deadlines only judge the results: no system here
-schedules by them, so one run gives the attainment at every SLO scale.
+the same programs (each with a uuid, drawn from the seed) at the same arrival
+times. A program is a question from a trace bank run by one strategy of the
+mix. Its deadline has two forms (:data:`DeadlineForm`), both reported:
+
+* ``program``: ``slo_scale x difficulty x base``, where ``base`` is the
+  strategy's latency on an idle server at average difficulty and
+  ``difficulty`` is how much longer the question's source tends to run than
+  the bank's average (its recorded paths' mean length over the bank's);
+* ``fixed`` (the paper's form): ``slo_scale x`` one deadline per strategy of
+  the workload, whatever the question (the paper: 240 s for self-consistency
+  on MATH); here the strategy's median latency alone on an idle server (see
+  :func:`~dynasor_bench.online._plan.fixed_deadlines`).
+
+Deadlines only judge the results: no system here schedules by them, so one
+run gives the attainment at every SLO scale under both forms.
 
 :class:`OnlineRow` is one finished (or failed) program, as measured by the real
 load generator or predicted by the simulator; both write the same rows.
@@ -23,13 +31,17 @@ Example:
     ...                 answer="4", correct=True)
     >>> row.latency, row.met(1.0), row.met(1.5)
     (3.0, False, True)
+    >>> fixed = row.model_copy(update={"deadline_fixed": 4.0})
+    >>> fixed.met(1.0, "fixed"), fixed.unit("fixed")
+    (True, 4.0)
 """
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
@@ -40,7 +52,9 @@ from dynasor_agents.errors import InvalidInputError
 from dynasor_bench.traces._bank import QuestionTrace
 
 __all__ = [
+    "DEADLINE_FORMS",
     "DEFAULT_MIX",
+    "DeadlineForm",
     "SYSTEMS",
     "OnlineRow",
     "OnlineStrategy",
@@ -49,8 +63,14 @@ __all__ = [
     "OnlineWorkload",
     "make_workload",
     "poisson_arrivals",
+    "program_uuids",
     "source_difficulty",
 ]
+
+DeadlineForm = Literal["program", "fixed"]
+"""``program``: scale x difficulty x base per program; ``fixed``: scale x one
+deadline per strategy (the paper's form)."""
+DEADLINE_FORMS: tuple[DeadlineForm, ...] = get_args(DeadlineForm)
 
 
 @dataclass(frozen=True)
@@ -153,6 +173,9 @@ class ProgramSpec:
         strategy: The strategy that runs it.
         difficulty: The question's source's mean path length over the bank's.
         base: The strategy's idle-server latency at difficulty 1, seconds.
+        program_id: Its id on the wire (a uuid; empty: ``p<index>``).
+        fixed_deadline: Its strategy's fixed deadline at SLO scale 1, seconds
+            (the paper's form; ``None``: not set).
     """
 
     index: int
@@ -161,10 +184,17 @@ class ProgramSpec:
     strategy: OnlineStrategy
     difficulty: float
     base: float
+    program_id: str = ""
+    fixed_deadline: float | None = None
+
+    @property
+    def id(self) -> str:
+        """The program id its requests carry."""
+        return self.program_id or f"p{self.index}"
 
     @property
     def deadline_unit(self) -> float:
-        """The deadline at SLO scale 1, seconds after arrival."""
+        """The per-program deadline at SLO scale 1, seconds after arrival."""
         return self.difficulty * self.base
 
 
@@ -187,12 +217,17 @@ class OnlineRow(BaseModel):
         question: The question's id; ``source`` its dataset.
         strategy: The strategy's name.
         arrival: Seconds after the run started; ``finish`` likewise.
-        deadline_unit: Its deadline at SLO scale 1, seconds after arrival.
+        deadline_unit: Its per-program deadline at SLO scale 1, seconds after
+            arrival (``program`` form).
         completion_tokens: Completion tokens the client was charged.
         samples: Samples that completed.
         answer: The program's answer (normalized); ``correct`` against gold.
         stop_reason: Why the controller stopped it.
         error: Why it failed, if it did (a failed program misses its deadline).
+        deadline_fixed: Its strategy's fixed deadline at SLO scale 1
+            (``fixed`` form; ``None`` in rows stored before it existed).
+        seed: The workload's seed (``None`` in older rows).
+        replica: The replica that served it (simulated runs).
     """
 
     model_config = ConfigDict(frozen=True)
@@ -212,15 +247,35 @@ class OnlineRow(BaseModel):
     correct: bool
     stop_reason: str | None = None
     error: str | None = None
+    deadline_fixed: float | None = None
+    seed: int | None = None
+    replica: int | None = None
 
     @property
     def latency(self) -> float:
         """Seconds from arrival to finish."""
         return self.finish - self.arrival
 
-    def met(self, slo_scale: float) -> bool:
+    def unit(self, form: DeadlineForm = "program") -> float:
+        """Its deadline at SLO scale 1 in ``form``, seconds after arrival.
+
+        Raises:
+            InvalidInputError: An unknown form, or ``fixed`` on a row without one.
+        """
+        if form == "program":
+            return self.deadline_unit
+        if form == "fixed":
+            if self.deadline_fixed is None:
+                raise InvalidInputError(
+                    f"{self.system} @ {self.rate:g}/s program {self.program} has no fixed "
+                    "deadline (a row stored before the paper's form existed)"
+                )
+            return self.deadline_fixed
+        raise InvalidInputError(f"unknown deadline form {form!r}; choose from {DEADLINE_FORMS}")
+
+    def met(self, slo_scale: float, form: DeadlineForm = "program") -> bool:
         """Whether it finished, without error, within ``slo_scale`` x its unit deadline."""
-        return self.error is None and self.latency <= slo_scale * self.deadline_unit
+        return self.error is None and self.latency <= slo_scale * self.unit(form)
 
 
 def poisson_arrivals(rate: float, count: int, rng: np.random.Generator) -> list[float]:
@@ -230,6 +285,19 @@ def poisson_arrivals(rate: float, count: int, rng: np.random.Generator) -> list[
     if count < 0:
         raise InvalidInputError(f"program count must be >= 0, got {count!r}")
     return [float(t) for t in np.cumsum(rng.exponential(1.0 / rate, size=count))]
+
+
+def program_uuids(count: int, rng: np.random.Generator) -> list[str]:
+    """``count`` version-4 uuids drawn from ``rng`` (reproducible, unlike ``uuid4()``).
+
+    Example:
+        >>> ids = program_uuids(2, np.random.default_rng(0))
+        >>> ids == program_uuids(2, np.random.default_rng(0)), uuid.UUID(ids[0]).version
+        (True, 4)
+    """
+    return [
+        str(uuid.UUID(int=int.from_bytes(rng.bytes(16), "little"), version=4)) for _ in range(count)
+    ]
 
 
 def source_difficulty(questions: Sequence[QuestionTrace]) -> dict[str, float]:
@@ -262,13 +330,14 @@ def make_workload(
     seed: int,
     base: Mapping[str, float],
     mix: Mapping[str, tuple[OnlineStrategy, float]] = DEFAULT_MIX,
+    fixed: Mapping[str, float] | None = None,
 ) -> OnlineWorkload:
     """Draw ``count`` programs arriving at ``rate`` per second, reproducibly from ``seed``.
 
-    Questions are drawn uniformly (with replacement once all are used) and
-    strategies by their shares, from one generator seeded by ``seed`` that
-    does not depend on ``rate``: the same seed gives the same programs at
-    every rate, only closer together.
+    Questions are drawn uniformly (with replacement once all are used),
+    strategies by their shares and program ids as uuids, from generators
+    seeded by ``seed`` that do not depend on ``rate``: the same seed gives the
+    same programs at every rate, only closer together.
 
     Args:
         questions: The bank's questions.
@@ -277,10 +346,13 @@ def make_workload(
         seed: Seeds arrivals, questions and strategies.
         base: Per strategy name, its idle latency at difficulty 1 (seconds).
         mix: Strategy name to (strategy, share).
+        fixed: Per strategy name, its fixed deadline at SLO scale 1 (the
+            paper's form; seconds). ``None``: programs carry none.
 
     Raises:
-        InvalidInputError: No questions, an empty mix, a share below 0, or a
-            strategy without a base latency.
+        InvalidInputError: No questions, an empty mix, a share below 0, a
+            strategy without a base latency (or without a fixed deadline when
+            ``fixed`` is given), or a deadline that is not positive.
     """
     if not questions:
         raise InvalidInputError("the workload needs at least one question")
@@ -291,12 +363,20 @@ def make_workload(
     missing = [n for n in names if n not in base]
     if missing:
         raise InvalidInputError(f"no base latency for strategies {missing}")
+    if fixed is not None:
+        missing = [n for n in names if n not in fixed]
+        if missing:
+            raise InvalidInputError(f"no fixed deadline for strategies {missing}")
+        bad = {n: fixed[n] for n in names if not fixed[n] > 0}
+        if bad:
+            raise InvalidInputError(f"fixed deadlines must be > 0, got {bad}")
     difficulty = source_difficulty(questions)
     pick = np.random.default_rng([seed, 1])
     order = pick.permutation(len(questions))
     chosen = [questions[int(order[i % len(order)])] for i in range(count)]
     kinds = pick.choice(len(names), size=count, p=shares / shares.sum())
     gaps = poisson_arrivals(1.0, count, np.random.default_rng([seed, 2]))
+    ids = program_uuids(count, np.random.default_rng([seed, 3]))
     programs = tuple(
         ProgramSpec(
             index=i,
@@ -305,6 +385,8 @@ def make_workload(
             strategy=mix[names[int(k)]][0],
             difficulty=difficulty[q.source],
             base=base[names[int(k)]],
+            program_id=ids[i],
+            fixed_deadline=None if fixed is None else fixed[names[int(k)]],
         )
         for i, (q, k) in enumerate(zip(chosen, kinds, strict=True))
     )

@@ -9,7 +9,8 @@ import pytest
 from dynasor_agents.errors import InvalidInputError
 from dynasor_agents.server._config import ServerConfig
 from dynasor_bench.sim._cost import CostModel
-from dynasor_bench.sim._simulate import SimResult, route, simulate
+from dynasor_bench.sim._route import make_router
+from dynasor_bench.sim._simulate import SimResult, simulate
 from dynasor_bench.traces._bank import PathTrace, QuestionTrace
 from dynasor_bench.workload._workload import (
     SYSTEMS,
@@ -104,6 +105,7 @@ def test_rows_carry_the_programs_outcome() -> None:
     assert (run.engine_tokens, run.busy_seconds, run.makespan, run.steps) == (18, 6.0, 8.0, 6)
     assert run.prefill_tokens == 10 + 3  # one prompt, three prefix-cache hits
     assert (run.requests, run.aborted, run.replica_tokens) == (4, 0, (18,))
+    assert (row.seed, row.replica, row.deadline_fixed) == (0, 0, None)
 
 
 def test_request_overhead_delays_every_request() -> None:
@@ -234,18 +236,44 @@ def test_replicas_route_programs_by_id() -> None:
     one = simulate(work, BASELINE, toy())
     three = simulate(work, BASELINE, toy(), replicas=3)
     # Fixed programs use each of their four paths once: (i + 1) x 10 tokens.
-    expected = [0, 0, 0]
+    router = make_router("consistent_hash", 3, seed=0)
+    expected, programs = [0, 0, 0], [0, 0, 0]
     for i in range(6):
-        expected[route(f"p{i}", 3)] += (i + 1) * 10
+        expected[router.assign(f"p{i}")] += (i + 1) * 10
+        programs[router.assign(f"p{i}")] += 1
     assert three.replica_tokens == tuple(expected)
+    assert three.replica_programs == tuple(programs)
+    assert [r.replica for r in three.rows] == [router.assign(f"p{i}") for i in range(6)]
     assert three.engine_tokens == one.engine_tokens == sum(expected)
     assert [r.answer for r in three.rows] == [r.answer for r in one.rows]
     assert three == simulate(work, BASELINE, toy(), replicas=3)
 
 
-def test_route_is_stable() -> None:
-    assert [route(f"p{i}", 4) for i in range(6)] == [route(f"p{i}", 4) for i in range(6)]
-    assert all(route("p9", 1) == 0 for _ in range(3))
+@pytest.mark.parametrize("routing", ["consistent_hash", "random", "sticky_least_loaded"])
+def test_every_routing_policy_serves_the_same_programs(routing: str) -> None:
+    work = random_workload(seed=1)
+    one = simulate(work, DYNASOR, BUSY)
+    four = simulate(work, DYNASOR, BUSY, replicas=4, routing=routing)  # type: ignore[arg-type]
+    assert four == simulate(work, DYNASOR, BUSY, replicas=4, routing=routing)  # type: ignore[arg-type]
+    assert sum(four.replica_programs) == len(work.programs)
+    assert [r.program for r in four.rows] == [r.program for r in one.rows]
+    assert {r.replica for r in four.rows} <= {0, 1, 2, 3}
+    assert all(r.seed == work.seed for r in four.rows)
+
+
+def test_sticky_least_loaded_routing_balances_programs_in_flight() -> None:
+    # Four long programs arrive together: one per replica, whatever their ids hash to.
+    bank = [question(f"q:{i}", [("4", 50)] * 4) for i in range(4)]
+    work = workload(*((0.0, q, OnlineStrategy("sc-4", 4)) for q in bank))
+    run = simulate(work, BASELINE, toy(), replicas=4, routing="sticky_least_loaded")
+    assert sorted(r.replica or 0 for r in run.rows) == [0, 1, 2, 3]
+    assert run.replica_programs == (1, 1, 1, 1)
+
+
+def test_unknown_routing_is_an_error() -> None:
+    work = random_workload()
+    with pytest.raises(InvalidInputError, match="unknown routing policy 'round_robin'"):
+        simulate(work, BASELINE, toy(), replicas=2, routing="round_robin")  # type: ignore[arg-type]
 
 
 # -- validation ----------------------------------------------------------------------------
