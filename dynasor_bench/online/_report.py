@@ -50,7 +50,7 @@ from dynasor_bench.online._store import (
     max_rate,
     tightest_slo,
 )
-from dynasor_bench.workload._workload import SYSTEMS, OnlineRow
+from dynasor_bench.workload._workload import SYSTEMS, DeadlineForm, OnlineRow
 
 __all__ = [
     "CellSummary",
@@ -142,6 +142,7 @@ class CellSummary:
         accuracy: Share of programs answering correctly (failed ones do not).
         tokens: Mean completion tokens per program.
         errors: Programs that failed.
+        form: The deadline form ``attainment`` is measured under.
     """
 
     system: str
@@ -154,13 +155,18 @@ class CellSummary:
     accuracy: float
     tokens: float
     errors: int
+    form: DeadlineForm = "program"
 
 
-def summarize_cells(rows: Sequence[OnlineRow], slo_scale: float) -> list[CellSummary]:
+def summarize_cells(
+    rows: Sequence[OnlineRow], slo_scale: float, form: DeadlineForm = "program"
+) -> list[CellSummary]:
     """One :class:`CellSummary` per (system, rate): systems in comparison order, rates ascending.
 
+    A cell pools its rows over seeds.
+
     Raises:
-        InvalidInputError: ``rows`` is empty.
+        InvalidInputError: ``rows`` is empty, or a row lacks a ``form`` deadline.
     """
     _need(rows, "summarize_cells")
     return [
@@ -169,12 +175,13 @@ def summarize_cells(rows: Sequence[OnlineRow], slo_scale: float) -> list[CellSum
             rate=rate,
             programs=len(cell),
             slo_scale=slo_scale,
-            attainment=attainment(cell, slo_scale),
+            attainment=attainment(cell, slo_scale, form),
             p50=latency_percentile(cell, 50),
             p90=latency_percentile(cell, 90),
             accuracy=sum(row.correct for row in cell) / len(cell),
             tokens=sum(row.completion_tokens for row in cell) / len(cell),
             errors=sum(row.error is not None for row in cell),
+            form=form,
         )
         for (system, rate), cell in _cells(rows).items()
     ]
@@ -195,6 +202,7 @@ class Headline:
         accuracy: Share answered correctly at ``fixed_rate`` (``None``: no rows).
         tokens: Mean completion tokens per program at ``fixed_rate``.
         slo_scale: The fixed SLO scale; ``fixed_rate``, ``target`` likewise.
+        form: The deadline form both are measured under.
     """
 
     system: str
@@ -207,6 +215,7 @@ class Headline:
     slo_scale: float
     fixed_rate: float
     target: float
+    form: DeadlineForm = "program"
 
 
 def headlines(
@@ -216,6 +225,7 @@ def headlines(
     fixed_rate: float,
     target: float = 0.9,
     baseline: str | None = "baseline",
+    form: DeadlineForm = "program",
 ) -> list[Headline]:
     """Per system (in comparison order), its sustained rate and tightest SLO against the baseline.
 
@@ -225,10 +235,12 @@ def headlines(
         fixed_rate: The rate the tightest SLO, accuracy and tokens are measured at.
         target: The attainment both are measured for.
         baseline: The system ratios divide by; ``None``: the first system.
+        form: The deadline form (``program`` or ``fixed``).
 
     Raises:
-        InvalidInputError: ``rows`` is empty, ``target`` is outside (0, 1], or
-            ``baseline`` names no system in the rows.
+        InvalidInputError: ``rows`` is empty, ``target`` is outside (0, 1],
+            ``baseline`` names no system in the rows, or a row lacks a ``form``
+            deadline.
     """
     _need(rows, "headlines")  # max_rate checks the target
     systems = system_order(rows)
@@ -240,10 +252,12 @@ def headlines(
     fixed: dict[str, list[OnlineRow]] = {}
     for system in systems:
         own = [row for row in rows if row.system == system]
-        points = [(rate, attainment(cell, slo_scale)) for (_, rate), cell in _cells(own).items()]
+        points = [
+            (rate, attainment(cell, slo_scale, form)) for (_, rate), cell in _cells(own).items()
+        ]
         rates[system] = max_rate(points, target)
         fixed[system] = rows_at_rate(own, fixed_rate)
-        slos[system] = tightest_slo(fixed[system], target) if fixed[system] else None
+        slos[system] = tightest_slo(fixed[system], target, form) if fixed[system] else None
     base_slo = slos[base_name]
     out = []
     for system in systems:
@@ -272,6 +286,7 @@ def headlines(
                 slo_scale=slo_scale,
                 fixed_rate=fixed_rate,
                 target=target,
+                form=form,
             )
         )
     return out
@@ -279,6 +294,11 @@ def headlines(
 
 def _pct(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.1f}"
+
+
+def _form(form: DeadlineForm) -> str:
+    """How a table names the deadline form (the per-program one by default)."""
+    return "fixed " if form == "fixed" else ""
 
 
 def _slo(value: float | None) -> str:
@@ -296,10 +316,12 @@ def rate_table(summaries: Sequence[CellSummary]) -> str:
     if not summaries:
         raise InvalidInputError("rate_table needs at least one cell summary")
     scales = sorted({s.slo_scale for s in summaries})
-    if len(scales) > 1:
-        raise InvalidInputError(f"cell summaries mix SLO scales {scales}")
+    forms = {s.form for s in summaries}
+    if len(scales) > 1 or len(forms) > 1:
+        raise InvalidInputError(f"cell summaries mix SLO scales {scales} or forms {forms}")
     lines = [
-        f"| system | rate /s | programs | attainment % @ SLO x{scales[0]:g} | P50 s | P90 s "
+        f"| system | rate /s | programs | attainment % @ {_form(summaries[0].form)}SLO "
+        f"x{scales[0]:g} | P50 s | P90 s "
         "| accuracy % | tokens/program | errors |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
@@ -321,7 +343,8 @@ def headline_table(items: Sequence[Headline]) -> str:
         raise InvalidInputError("headline_table needs at least one headline")
     first = items[0]
     lines = [
-        f"| system | max rate @{100 * first.target:g}% (SLO x{first.slo_scale:g}) /s | ratio "
+        f"| system | max rate @{100 * first.target:g}% ({_form(first.form)}SLO "
+        f"x{first.slo_scale:g}) /s | ratio "
         f"| tightest SLO @ rate {first.fixed_rate:g} | ratio | accuracy % | tokens/program |",
         "|---|---|---|---|---|---|---|",
     ]
@@ -352,6 +375,7 @@ def slo_table(
     *,
     rate: float | None = None,
     target: float = 0.9,
+    form: DeadlineForm = "program",
 ) -> str:
     """Attainment % per system (lines) at each SLO scale (columns), at one rate.
 
@@ -360,6 +384,7 @@ def slo_table(
         scales: The SLO scales, one column each.
         rate: The rate to tabulate (``None``: the only one in ``rows``).
         target: The last column is the tightest SLO scale reaching it.
+        form: The deadline form (``program`` or ``fixed``).
 
     Raises:
         InvalidInputError: No rows (at ``rate``), no scales, or several rates
@@ -370,13 +395,13 @@ def slo_table(
         raise InvalidInputError("slo_table needs at least one SLO scale")
     chosen, at = _one_rate(rows, rate)
     lines = [
-        f"| system @ {at:g}/s | "
+        f"| system @ {at:g}/s{', fixed deadline' if form == 'fixed' else ''} | "
         + " | ".join(f"x{s:g}" for s in scales)
         + f" | tightest @{100 * target:g}% |",
         "|---|" + "---|" * (len(scales) + 1),
     ]
     for system in system_order(chosen):
         own = [row for row in chosen if row.system == system]
-        cells = " | ".join(_pct(attainment(own, s)) for s in scales)
-        lines.append(f"| {system} | {cells} | {_slo(tightest_slo(own, target))} |")
+        cells = " | ".join(_pct(attainment(own, s, form)) for s in scales)
+        lines.append(f"| {system} | {cells} | {_slo(tightest_slo(own, target, form))} |")
     return "\n".join(lines)

@@ -113,6 +113,8 @@ async def run_online(
             arrival=arrival,
             finish=clock() - start,
             deadline_unit=spec.deadline_unit,
+            deadline_fixed=spec.fixed_deadline,
+            seed=workload.seed,
             **fields,
         )
         bar.update(1, tokens=row.completion_tokens)

@@ -7,11 +7,14 @@ are skipped, the others are run again. An interrupt can cut the last line
 short; :func:`append_rows` ends such a line before writing, and
 :func:`load_rows` ignores it (its cell is then incomplete and is run again).
 When a cell is run again its new rows supersede the old ones: :func:`load_rows`
-keeps the last row of each (system, rate, program).
+keeps the last row of each (system, rate, seed, program). Rows written before a
+field existed still load (``deadline_fixed``, ``seed`` and ``replica`` are then
+``None``).
 
 Measures of any set of rows (usually one cell): :func:`attainment`,
-:func:`latency_percentile`, :func:`tightest_slo`; and from (rate, attainment)
-points, the sustained rate :func:`max_rate`. Tables and plots over them are in
+:func:`latency_percentile`, :func:`tightest_slo`, under either deadline form
+(``form``: ``program`` or ``fixed``, see :data:`DeadlineForm`); and from (rate,
+attainment) points, the sustained rate :func:`max_rate`. Tables and plots over them are in
 :mod:`._report`, which re-exports all of this.
 
 Example:
@@ -47,7 +50,7 @@ import numpy as np
 from pydantic import ValidationError
 
 from dynasor_agents.errors import InvalidInputError
-from dynasor_bench.workload._workload import OnlineRow
+from dynasor_bench.workload._workload import DeadlineForm, OnlineRow
 
 __all__ = [
     "RateBound",
@@ -58,6 +61,7 @@ __all__ = [
     "latency_percentile",
     "load_rows",
     "max_rate",
+    "slo_scales",
     "tightest_slo",
 ]
 
@@ -96,7 +100,7 @@ def _is_cut(text: str) -> bool:
 
 
 def load_rows(path: str | Path, *, missing_ok: bool = False) -> list[OnlineRow]:
-    """Read the rows of ``path``, in file order, the last row of each (system, rate, program).
+    """Read the rows of ``path``, in file order, the last of each (system, rate, seed, program).
 
     Lines cut short by an interrupted write (the beginning of a row that is
     not valid JSON) are ignored: their programs were not recorded.
@@ -115,7 +119,7 @@ def load_rows(path: str | Path, *, missing_ok: bool = False) -> list[OnlineRow]:
         if missing_ok:
             return []
         raise InvalidInputError(f"online results not found: {path}")
-    latest: dict[tuple[str, float, int], tuple[int, OnlineRow]] = {}
+    latest: dict[tuple[str, float, int | None, int], tuple[int, OnlineRow]] = {}
     with path.open(encoding="utf-8") as handle:
         for number, line in enumerate(handle, start=1):
             text = line.strip()
@@ -129,7 +133,7 @@ def load_rows(path: str | Path, *, missing_ok: bool = False) -> list[OnlineRow]:
                 raise InvalidInputError(
                     f"{path}:{number}: not an online result row ({exc.errors()[0]['msg']})"
                 ) from exc
-            latest[(row.system, row.rate, row.program)] = (number, row)
+            latest[(row.system, row.rate, row.seed, row.program)] = (number, row)
     return [row for _, row in sorted(latest.values(), key=lambda item: item[0])]
 
 
@@ -181,14 +185,16 @@ def _check_target(target: float) -> None:
         raise InvalidInputError(f"the attainment target must be in (0, 1], got {target!r}")
 
 
-def attainment(rows: Sequence[OnlineRow], slo_scale: float) -> float:
-    """The share of ``rows`` that met their deadline at ``slo_scale`` (failed ones miss).
+def attainment(
+    rows: Sequence[OnlineRow], slo_scale: float, form: DeadlineForm = "program"
+) -> float:
+    """The share of ``rows`` that met their ``form`` deadline at ``slo_scale`` (failed ones miss).
 
     Raises:
-        InvalidInputError: ``rows`` is empty.
+        InvalidInputError: ``rows`` is empty, or a row has no ``form`` deadline.
     """
     _need(rows, "attainment")
-    return sum(row.met(slo_scale) for row in rows) / len(rows)
+    return sum(row.met(slo_scale, form) for row in rows) / len(rows)
 
 
 def latency_percentile(rows: Sequence[OnlineRow], q: float) -> float:
@@ -212,20 +218,28 @@ def latency_percentile(rows: Sequence[OnlineRow], q: float) -> float:
     return float(np.percentile(np.minimum(values, upper), q))
 
 
-def _scales(rows: Sequence[OnlineRow]) -> list[float]:
-    """Each row's latency over its unit deadline (``inf`` for a failed program)."""
+def slo_scales(rows: Sequence[OnlineRow], form: DeadlineForm = "program") -> list[float]:
+    """Each row's latency over its ``form`` unit deadline (``inf`` for a failed program):
+    the smallest SLO scale at which it meets its deadline.
+
+    Raises:
+        InvalidInputError: A unit deadline is missing or not positive.
+    """
     out = []
     for row in rows:
-        if not row.deadline_unit > 0:
+        unit = row.unit(form)
+        if not unit > 0:
             raise InvalidInputError(
                 f"{row.system} @ {row.rate:g}/s program {row.program}: unit deadline must be "
-                f"> 0, got {row.deadline_unit!r}"
+                f"> 0, got {unit!r}"
             )
-        out.append(math.inf if row.error is not None else row.latency / row.deadline_unit)
+        out.append(math.inf if row.error is not None else row.latency / unit)
     return out
 
 
-def tightest_slo(rows: Sequence[OnlineRow], target: float = 0.9) -> float:
+def tightest_slo(
+    rows: Sequence[OnlineRow], target: float = 0.9, form: DeadlineForm = "program"
+) -> float:
     """The smallest SLO scale at which at least ``target`` of ``rows`` meet their deadline.
 
     It is the ``ceil(target x n)``-th smallest latency / unit deadline (nudged up
@@ -234,13 +248,13 @@ def tightest_slo(rows: Sequence[OnlineRow], target: float = 0.9) -> float:
 
     Raises:
         InvalidInputError: ``rows`` is empty, ``target`` is outside (0, 1], or a
-            unit deadline is not positive.
+            unit deadline is missing or not positive.
     """
     _need(rows, "the tightest SLO")
     _check_target(target)
-    ordered = sorted(_scales(rows))
+    ordered = sorted(slo_scales(rows, form))
     scale = ordered[max(1, math.ceil(target * len(ordered) - 1e-9)) - 1]
-    while math.isfinite(scale) and attainment(rows, scale) < target:
+    while math.isfinite(scale) and attainment(rows, scale, form) < target:
         scale = float(np.nextafter(scale, math.inf))  # latency/unit*unit can round below latency
     return scale
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import uuid
 from pathlib import Path
 
 import httpx
@@ -62,6 +63,56 @@ def test_deadline_is_scale_times_difficulty_times_base() -> None:
     for p in wl.programs:
         expected = (0.5 if p.question.source == "easy" else 1.5) * BASE[p.strategy.name]
         assert p.deadline_unit == pytest.approx(expected)
+
+
+def test_programs_get_seeded_uuids_that_every_rate_shares() -> None:
+    bank = random_bank(0, questions=6)
+    one = make_workload(bank, rate=0.5, count=50, seed=3, base=BASE)
+    ids = [p.id for p in one.programs]
+    assert len(set(ids)) == 50 and all(uuid.UUID(i).version == 4 for i in ids)
+    assert ids == [
+        p.id for p in make_workload(bank, rate=4.0, count=50, seed=3, base=BASE).programs
+    ]
+    assert ids != [
+        p.id for p in make_workload(bank, rate=0.5, count=50, seed=4, base=BASE).programs
+    ]
+    # The uuids come from their own generator: the rest of the workload is as before.
+    legacy = dataclasses.replace(one.programs[0], program_id="")
+    assert legacy.id == "p0" and legacy.question == one.programs[0].question
+
+
+def test_fixed_deadlines_are_one_per_strategy() -> None:
+    bank = random_bank(0, questions=6)
+    wl = make_workload(
+        bank, rate=1.0, count=30, seed=0, base=BASE, fixed={"sc-8": 7.0, "sc-16": 9.0}
+    )
+    assert {(p.strategy.name, p.fixed_deadline) for p in wl.programs} == {
+        ("sc-8", 7.0),
+        ("sc-16", 9.0),
+    }
+    assert all(p.fixed_deadline is None for p in make_workload(
+        bank, rate=1.0, count=3, seed=0, base=BASE).programs)  # fmt: skip
+    with pytest.raises(InvalidInputError, match="no fixed deadline for strategies"):
+        make_workload(bank, rate=1.0, count=2, seed=0, base=BASE, fixed={"sc-8": 1.0})
+    with pytest.raises(InvalidInputError, match="fixed deadlines must be > 0"):
+        make_workload(bank, rate=1.0, count=2, seed=0, base=BASE, fixed={"sc-8": 1.0, "sc-16": 0})
+
+
+def test_fixed_deadline_is_the_median_idle_latency() -> None:
+    from dynasor_bench.online._plan import fixed_deadlines, idle_latencies
+    from dynasor_bench.sim._cost import CostModel
+
+    toy = CostModel("toy", step_base=1.0, per_seq=0.0, per_prefill_token=0.0)
+    # sc-2 alone on an idle engine waits for its longer path: 1 s per token.
+    bank = [question(f"q:{n}", [path("1", n), path("1", 2 * n)]) for n in (10, 20, 30)]
+    sc2 = OnlineStrategy("sc-2", 2)
+    assert idle_latencies(bank, toy, sc2, max_tokens=100) == [20.0, 40.0, 60.0]
+    mix = {"sc-2": (sc2, 1.0)}
+    assert fixed_deadlines(bank, toy, mix, max_tokens=100) == {"sc-2": 40.0}
+    assert fixed_deadlines(bank, toy, mix, max_tokens=100, quantile=1.0) == {"sc-2": 60.0}
+    assert fixed_deadlines(bank, toy, mix, max_tokens=30) == {"sc-2": 30.0}  # cut at 30
+    with pytest.raises(InvalidInputError, match="quantile must be in"):
+        fixed_deadlines(bank, toy, mix, max_tokens=100, quantile=0.0)
 
 
 def test_workload_input_errors_name_the_problem() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -392,3 +393,47 @@ def test_small_rates_keep_three_significant_digits() -> None:
     assert str(RateBound(0.03157, "exact")) == "0.0316"
     assert str(RateBound(0.5, "at least")) == ">=0.50"
     assert str(RateBound(19.061, "exact")) == "19.06"
+
+
+# --- deadline forms, seeds and older rows -------------------------------------------------
+
+
+def _fixed(rows: list[OnlineRow], unit: float) -> list[OnlineRow]:
+    return [r.model_copy(update={"deadline_fixed": unit}) for r in rows]
+
+
+def test_the_fixed_form_judges_every_program_by_one_deadline() -> None:
+    # HAND latencies 4, 9, 11, 15 s and a failure; fixed deadline 20 s, per-program 10 s.
+    rows = _fixed(HAND, 20.0)
+    assert attainment(rows, 1.0, "fixed") == pytest.approx(4 / 5)
+    assert attainment(rows, 0.5, "fixed") == pytest.approx(2 / 5)  # 4 and 9 s within 10 s
+    assert attainment(rows, 0.5) == pytest.approx(1 / 5)  # per-program: 4 s within 5 s
+    assert tightest_slo(rows[:4], 0.75, "fixed") == pytest.approx(11 / 20)
+    assert tightest_slo(rows[:4], 0.75) == pytest.approx(1.1)
+    table = slo_table(rows, [0.5, 1.0], form="fixed")
+    assert table.splitlines()[0].startswith("| system @ 1/s, fixed deadline | x0.5 | x1 |")
+    assert table.splitlines()[2] == "| baseline | 40.0 | 80.0 | unreachable |"
+    (h,) = headlines(rows, slo_scale=1.0, fixed_rate=1.0, target=0.75, form="fixed")
+    assert h.form == "fixed" and h.tightest_slo == pytest.approx(0.75)
+    assert "fixed SLO x1" in headline_table([h])
+    assert "@ fixed SLO x1" in rate_table(summarize_cells(rows, 1.0, "fixed"))
+
+
+def test_rows_stored_before_the_new_fields_still_load(tmp_path: Path) -> None:
+    path = tmp_path / "rows.jsonl"
+    old = HAND[0].model_dump(exclude={"deadline_fixed", "seed", "replica"})
+    path.write_text(json.dumps(old) + "\n")
+    (row,) = load_rows(path)
+    assert (row.deadline_fixed, row.seed, row.replica) == (None, None, None)
+    assert row.met(1.0) and attainment([row], 1.0) == 1.0
+    with pytest.raises(InvalidInputError, match="has no fixed deadline"):
+        attainment([row], 1.0, "fixed")
+    with pytest.raises(InvalidInputError, match="unknown deadline form 'soft'"):
+        row.unit("soft")  # type: ignore[arg-type]
+
+
+def test_seeds_are_kept_apart(tmp_path: Path) -> None:
+    path = tmp_path / "rows.jsonl"
+    seeded = [r.model_copy(update={"seed": s}) for s in (0, 1) for r in HAND[:2]]
+    append_rows(path, seeded)
+    assert load_rows(path) == seeded
