@@ -10,12 +10,17 @@ One command does the whole comparison and can be rerun to resume:
    appended per finished cell, so an interrupted run resumes at the next cell);
 3. **simulate**: the same workloads in the simulator with the calibrated costs,
    side by side with the measurement (how far off the simulator is), then a
-   finer sweep, and the projection to an H100 serving an 8B model on one and
-   several replicas;
-4. **report**: tables and plots into ``--out`` (``online.md``, PNGs).
+   finer sweep over ``--seeds`` workloads of ``--sim-programs`` programs each,
+   and the projection to an H100 serving an 8B model on one and several
+   replicas behind vllm-router (a section per ``--routing`` policy);
+4. **report**: tables (headlines with bootstrap 95% intervals, under
+   per-program and fixed deadlines) and plots into ``--out`` (``online.md``,
+   ``online_headlines.json``, PNGs).
 
 Rates are given as loads, multiples of the rate the baseline can just sustain
 (estimated from the calibrated costs), unless ``--rates`` sets them.
+``--simulate`` (``--no-measure``) skips the measurement and needs a calibration
+from an earlier run.
 """
 
 from __future__ import annotations
@@ -32,9 +37,10 @@ from typing import Any
 
 from dynasor_agents.errors import InvalidInputError
 from dynasor_bench._args import positive_counts, positive_floats
-from dynasor_bench.online._plan import BankShape, bases, capacity
+from dynasor_bench.online._plan import BankShape, bases, capacity, fixed_deadlines
 from dynasor_bench.sim._calibrate import Calibration, calibrate_engine
 from dynasor_bench.sim._cost import CPU_QWEN_05B, CostModel
+from dynasor_bench.sim._route import ROUTING_POLICIES, RoutingPolicy
 from dynasor_bench.traces._bank import (
     BankMeta,
     QuestionTrace,
@@ -63,7 +69,14 @@ def add_commands(sub: argparse._SubParsersAction[Any]) -> None:
     p.add_argument("--seed", type=int, default=0, help="arrivals, questions and strategies")
     p.add_argument("--loads", default="0.5,1", help="rates as multiples of capacity")
     p.add_argument("--rates", help="absolute rates (programs/s); overrides --loads")
-    p.add_argument("--slo-scale", type=float, default=3.0, help="SLO scale of the rate sweep")
+    p.add_argument(
+        "--slo-scale", type=float, default=3.0, help="SLO scale of the rate sweep (per-program)"
+    )
+    p.add_argument(
+        "--fixed-slo-scale",
+        type=float,
+        help="SLO scale of the rate sweep under fixed deadlines (default: --slo-scale)",
+    )
     p.add_argument("--scales", default="1,1.5,2,3,4,6,8,12", help="SLO scales of the SLO sweep")
     p.add_argument("--systems", help=f"comma list of: {', '.join(s.name for s in SYSTEMS)}")
     p.add_argument("--results", type=Path, help="results directory (default: in the cache)")
@@ -77,9 +90,38 @@ def add_commands(sub: argparse._SubParsersAction[Any]) -> None:
         "(default 32: a CPU's throughput is flat past it, and beyond it requests queue, "
         "which is where a scheduler decides)",
     )
-    p.add_argument("--no-measure", action="store_true", help="only simulate and report")
-    p.add_argument("--sim-programs", type=int, default=300, help="programs per simulated run")
+    p.add_argument(
+        "--no-measure", "--simulate", dest="no_measure", action="store_true",
+        help="only simulate and report",
+    )  # fmt: skip
+    p.add_argument(
+        "--sim-programs",
+        type=int,
+        default=1000,
+        help="programs per simulated (system, rate, seed) run, all replicas together",
+    )
+    p.add_argument("--seeds", type=int, default=5, help="seeds per simulated cell: --seed, +1, ...")
+    p.add_argument("--reps", type=int, default=1000, help="bootstrap replicates per interval")
     p.add_argument("--replicas", default="1,4", help="replica counts of the GPU projection")
+    p.add_argument(
+        "--routing",
+        default="consistent_hash,random",
+        help=f"routing policies of the multi-replica projection: {', '.join(ROUTING_POLICIES)}",
+    )
+    p.add_argument(
+        "--engines", default="cpu,h100", help="simulated sections: cpu (calibrated), h100"
+    )
+    p.add_argument(
+        "--sim-loads",
+        default=",".join(f"{0.25 * i:g}" for i in range(1, 13)),
+        help="loads of the simulated sweeps (multiples of capacity per replica)",
+    )
+    p.add_argument(
+        "--fixed-load",
+        type=float,
+        default=1.0,
+        help="load (one of --sim-loads) of the tightest SLO and accuracy",
+    )
     p.add_argument("--startup-timeout", type=float, default=300.0)
     p.set_defaults(run=_online_command)
 
@@ -92,6 +134,24 @@ def _systems(text: str | None) -> list[SystemSpec]:
     if unknown:
         raise InvalidInputError(f"unknown systems {unknown}; choose from {sorted(by_name)}")
     return [by_name[n] for n in text.split(",")]
+
+
+def _routing(text: str) -> tuple[RoutingPolicy, ...]:
+    names = [n for n in text.split(",") if n]
+    unknown = [n for n in names if n not in ROUTING_POLICIES]
+    if unknown or not names:
+        raise InvalidInputError(
+            f"unknown routing policies {unknown or [text]}; choose from {list(ROUTING_POLICIES)}"
+        )
+    return tuple(p for n in dict.fromkeys(names) for p in ROUTING_POLICIES if p == n)
+
+
+def _engines(text: str) -> tuple[str, ...]:
+    names = tuple(dict.fromkeys(n for n in text.split(",") if n))
+    unknown = [n for n in names if n not in ("cpu", "h100")]
+    if unknown:
+        raise InvalidInputError(f"unknown engines {unknown}; choose from cpu, h100")
+    return names
 
 
 def _pinned(path: Path, questions: Sequence[QuestionTrace]) -> list[QuestionTrace]:
@@ -138,11 +198,17 @@ def _online_command(args: argparse.Namespace) -> int:
     from dynasor_agents.server import cache_dir
     from dynasor_bench.online._store import done_cells, load_rows
 
-    for flag in ("programs", "sim_programs", "max_num_seqs"):
+    for flag in ("programs", "sim_programs", "max_num_seqs", "seeds", "reps"):
         if getattr(args, flag) < 1:
             raise InvalidInputError(f"--{flag.replace('_', '-')} must be >= 1")
     if not args.slo_scale > 0:
         raise InvalidInputError(f"--slo-scale must be > 0, got {args.slo_scale}")
+    if args.fixed_slo_scale is not None and not args.fixed_slo_scale > 0:
+        raise InvalidInputError(f"--fixed-slo-scale must be > 0, got {args.fixed_slo_scale}")
+    routing, engines = _routing(args.routing), _engines(args.engines)
+    sim_loads = tuple(positive_floats(args.sim_loads, "--sim-loads"))
+    if args.fixed_load not in sim_loads:
+        raise InvalidInputError(f"--fixed-load {args.fixed_load:g} must be one of --sim-loads")
     scales, replicas = (
         positive_floats(args.scales, "--scales"),
         positive_counts(args.replicas, "--replicas"),
@@ -160,8 +226,11 @@ def _online_command(args: argparse.Namespace) -> int:
     shape = BankShape.of(questions)
     cal_path, rows_path = results / "calibration.json", results / "rows.jsonl"
     cal = _load_calibration(cal_path)
-    if cal is None and args.no_measure:
-        raise InvalidInputError(f"no calibration in {results}; run without --no-measure first")
+    if cal is None and args.no_measure and "cpu" in engines:
+        raise InvalidInputError(
+            f"no calibration in {results}; run without --simulate first, or simulate only "
+            "the projection (--engines h100)"
+        )
     rows = load_rows(rows_path, missing_ok=True)
     print(f"[online] {len(questions)} questions from {path}; results in {results}", flush=True)
 
@@ -179,10 +248,15 @@ def _online_command(args: argparse.Namespace) -> int:
                     continue
             cal = _measure_group(args, group, members, questions, meta, cal, cal_path, rows_path)
             rows = load_rows(rows_path)
-    if cal is None:
+    rates = []
+    base: dict[str, float] = {}
+    fixed: dict[str, float] = {}
+    if cal is not None:
+        rates, base = _rates_and_bases(args, cal, shape)
+        fixed = _fixed(args, cal, questions, meta)
+        print(f"[online] rates {rates}; deadline bases {base}; fixed deadlines {fixed}", flush=True)
+    elif not args.no_measure:
         raise InvalidInputError("no calibration: nothing was measured")
-    rates, base = _rates_and_bases(args, cal, shape)
-    print(f"[online] rates {rates}; deadline bases {base}", flush=True)
     from dynasor_bench.online._output import ReportSettings, write_report
 
     settings = ReportSettings(
@@ -193,11 +267,18 @@ def _online_command(args: argparse.Namespace) -> int:
         sim_programs=args.sim_programs,
         seed=args.seed,
         slo_scale=args.slo_scale,
+        seeds=args.seeds,
+        fixed_slo_scale=args.fixed_slo_scale,
+        routing=routing,
+        reps=args.reps,
+        engines=engines,
+        sim_loads=sim_loads,
+        fixed_load=args.fixed_load,
     )
     write_report(
         settings, systems=systems, questions=questions, meta=meta, shape=shape, cal=cal,
         rates=rates, base=base, rows=[r for r in rows if r.rate in rates],
-        scales=scales, replicas=replicas,
+        scales=scales, replicas=replicas, fixed=fixed,
     )  # fmt: skip
     return 0
 
@@ -213,6 +294,16 @@ def _rates_and_bases(
     else:
         rates = [round(load * cap, 4) for load in positive_floats(args.loads, "--loads")]
     return rates, base
+
+
+def _fixed(
+    args: argparse.Namespace, cal: Calibration, questions: Sequence[QuestionTrace], meta: BankMeta
+) -> dict[str, float]:
+    """The fixed deadlines (paper's form) of the CPU runs, from the calibrated cost model."""
+    return fixed_deadlines(
+        questions, cal.cost, DEFAULT_MIX, max_tokens=meta.max_tokens,
+        overhead=cal.request_overhead, seed=args.seed,
+    )  # fmt: skip
 
 
 def _measure_group(
@@ -253,9 +344,19 @@ def _measure_group(
             _save_calibration(cal_path, cal)
             print(f"[online] {cal}", flush=True)
         rates, base = _rates_and_bases(args, cal, BankShape.of(questions))
+        fixed = _fixed(args, cal, questions, meta)
         asyncio.run(
             _run_cells(
-                server.root_url, plain, members, rates, base, questions, meta, args, rows_path
+                server.root_url,
+                plain,
+                members,
+                rates,
+                base,
+                fixed,
+                questions,
+                meta,
+                args,
+                rows_path,
             )
         )
     return cal
@@ -267,6 +368,7 @@ async def _run_cells(
     members: Sequence[SystemSpec],
     rates: Sequence[float],
     base: dict[str, float],
+    fixed: dict[str, float],
     questions: Sequence[QuestionTrace],
     meta: BankMeta,
     args: argparse.Namespace,
@@ -296,8 +398,9 @@ async def _run_cells(
                 if (system.name, rate) in done:
                     continue
                 workload = make_workload(
-                    questions, rate=rate, count=args.programs, seed=args.seed, base=base
-                )
+                    questions, rate=rate, count=args.programs, seed=args.seed, base=base,
+                    fixed=fixed,
+                )  # fmt: skip
                 rows = await run_online(
                     workload,
                     system,

@@ -295,18 +295,40 @@ def test_report_simulates_beside_the_measurement_and_writes_tables_and_plots(
         for r in simulate(wl, s, cost, max_tokens=320, request_overhead=0.01).rows
     ]
     settings = ReportSettings(
-        out=tmp_path, command="bench online", slo_scale=3.0, seed=0, programs=3, sim_programs=3
-    )
+        out=tmp_path, command="bench online", slo_scale=3.0, seed=0, programs=3, sim_programs=3,
+        seeds=2, routing=("consistent_hash", "random"), reps=50,
+    )  # fmt: skip
     meta = BankMeta(model="m", k=16, max_tokens=320, temperature=0.7, top_p=0.95,
                     top_logprobs=5, system_prompt="s", seed=0)  # fmt: skip
     path = write_report(
         settings, systems=SYSTEMS, questions=bank, meta=meta, shape=shape, cal=cal,
-        rates=[0.05], base=base, rows=rows, scales=[1.0, 2.0, 4.0], replicas=[1],
+        rates=[0.05], base=base, rows=rows, scales=[1.0, 2.0, 4.0], replicas=[1, 2],
     )  # fmt: skip
     text = path.read_text()
     assert "Mean absolute error of the mean latency over cells: 0%." in text
     assert "## Projection: h100-8b" in text and "| dynasor-1round |" in text
-    for png in ("online_measured", "online_sim_cpu", "online_h100-8b_x1"):
+    # Simulated sections: intervals under both deadline forms; measured: points (their
+    # rows have no fixed deadline, as rows stored before it existed).
+    assert text.count("[95% CI]") >= 4 * 4 and "fixed SLO" in text
+    assert "Deadlines: fixed per strategy" in text
+    found = json.loads((tmp_path / "online_headlines.json").read_text())
+    assert set(found) == {
+        "Simulated CPU engine (2 seeds x 3 programs per run)",
+        "1 replica(s), 2 seeds x 3 programs per run",
+        "2 replica(s), consistent_hash routing, 2 seeds x 3 programs per run",
+        "2 replica(s), random routing, 2 seeds x 3 programs per run",
+    }
+    assert {h["system"] for h in found["1 replica(s), 2 seeds x 3 programs per run"]["fixed"]} == {
+        *(s.name for s in SYSTEMS),
+        "dynasor-1round",
+    }
+    for png in (
+        "online_measured",
+        "online_sim_cpu",
+        "online_h100-8b_x1",
+        "online_h100-8b_x2_consistent_hash",
+        "online_h100-8b_x2_random",
+    ):
         assert (tmp_path / f"{png}.png").stat().st_size > 0
 
 
@@ -318,6 +340,10 @@ def test_report_simulates_beside_the_measurement_and_writes_tables_and_plots(
         (["--scales", "1,x"], "--scales must be comma-separated numbers"),
         (["--systems", "baseline,fastest"], "unknown systems"),
         (["--replicas", "1,2.5"], "--replicas must be whole numbers"),
+        (["--seeds", "0"], "--seeds must be >= 1"),
+        (["--routing", "consistent_hash,round_robin"], "unknown routing policies"),
+        (["--engines", "tpu"], "unknown engines"),
+        (["--fixed-slo-scale", "0"], "--fixed-slo-scale must be > 0"),
     ],
 )
 def test_online_command_names_bad_arguments(argv: list[str], message: str) -> None:
