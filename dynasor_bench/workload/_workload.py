@@ -157,8 +157,12 @@ SYSTEMS: tuple[SystemSpec, ...] = (
     SystemSpec("early-stop", "plain", True, "client Certaindex early stop, plain vLLM (FCFS)"),
     SystemSpec("dynasor", "dynasor", True, "early stop + program scheduling (gang, SRF, aging)"),
     SystemSpec("gang", "gang", False, "gang scheduling alone, fixed sample counts"),
+    SystemSpec(
+        "srf", "dynasor", False, "program scheduling (gang, SRF, aging) alone, fixed sample counts"
+    ),
 )
-"""The four systems ``bench online`` compares, baseline first."""
+"""The systems ``bench online`` compares, baseline first: the first four as before, then
+program scheduling alone (``srf``: shortest-remaining-first without early stop)."""
 
 
 @dataclass(frozen=True)

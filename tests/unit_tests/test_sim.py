@@ -23,7 +23,7 @@ from dynasor_bench.workload._workload import (
 
 from .replay_fakes import random_bank
 
-BASELINE, EARLY_STOP, DYNASOR, GANG = SYSTEMS
+BASELINE, EARLY_STOP, DYNASOR, GANG, SRF = SYSTEMS[:5]
 
 
 def toy(**limits: int) -> CostModel:
@@ -179,6 +179,16 @@ def test_dynasor_scheduling_runs_the_workload() -> None:
     run = simulate(random_workload(), DYNASOR, BUSY, server=ServerConfig(aging=10.0))
     assert len(run.rows) == 12 and all(r.error is None for r in run.rows)
     assert run.engine_tokens > 0 and run.busy_seconds <= run.makespan
+
+
+def test_srf_reorders_but_runs_every_sample_as_the_baseline_does() -> None:
+    work = random_workload(seed=2)
+    base, srf = simulate(work, BASELINE, BUSY), simulate(work, SRF, BUSY)
+    assert (SRF.name, SRF.scheduling, SRF.early_stop) == ("srf", "dynasor", False)
+    assert [(r.samples, r.answer, r.completion_tokens) for r in srf.rows] == [
+        (r.samples, r.answer, r.completion_tokens) for r in base.rows
+    ]
+    assert [r.finish for r in srf.rows] != [r.finish for r in base.rows]  # another order
 
 
 # -- the server's budget ---------------------------------------------------------------------
