@@ -190,6 +190,7 @@ class Engine:
         self.policy: EnginePolicy = policy
         self._requests: dict[str, _Request] = {}  # waiting or running
         self._running: dict[str, _Request] = {}  # in admission order
+        self._held = 0  # prompt + generated tokens of the running requests (their KV)
         self._waiting: list[tuple[tuple[float, ...], int, _Request]] = []  # lazy-deletion heap
         self._order = itertools.count()
         self._cached: set[str] = set()
@@ -277,7 +278,8 @@ class Engine:
         request = self._requests.pop(request_id, None)
         if request is None:
             return False
-        self._running.pop(request_id, None)
+        if self._running.pop(request_id, None) is not None:
+            self._held -= request.prompt + request.generated
         request.state = "done"  # a waiting one leaves the heap lazily
         return True
 
@@ -292,9 +294,10 @@ class Engine:
                 f"a step cannot start at {now} before the previous one ended ({self._busy_until})"
             )
         preempted = self._preempt()
-        decoding = list(self._running.values())
-        budget = self.cost.max_batched_tokens - len(decoding)
-        kv_used = sum(r.need for r in decoding)
+        decoding = len(self._running)
+        context = self._held  # the KV the decoding requests attend to
+        budget = self.cost.max_batched_tokens - decoding
+        kv_used = context + decoding  # each needs one more token after the step
         admitted: list[_Request] = []
         prefill = 0
         capacity = self.cost.kv_capacity
@@ -314,20 +317,25 @@ class Engine:
             head.prefilled += uncached
             head.state = "running"
             self._running[head.rid] = head
+            self._held += head.prompt + head.generated
             admitted.append(head)
             if head.prefix_key is not None and self.cost.prefix_caching:
                 self._cached.add(head.prefix_key)
         if not decoding and not admitted:  # idle (submit() rules out a stall)
             return StepResult(start=now, duration=0.0, preempted=preempted)
-        context = sum(r.prompt + r.generated for r in decoding)
-        duration = self.cost.step_time(len(decoding), prefill, context)
+        duration = self.cost.step_time(decoding, prefill, context)
+        done: list[_Request] = []
         for request in self._running.values():
             request.generated += 1
-        done = sorted((r for r in self._running.values() if r.generated >= r.target), key=_order)
+            if request.generated >= request.target:
+                done.append(request)
+        self._held += len(self._running)
+        done.sort(key=_order)
         for request in done:
             del self._running[request.rid], self._requests[request.rid]
+            self._held -= request.prompt + request.generated
             request.state = "done"
-        self.generated_tokens += len(decoding) + len(admitted)
+        self.generated_tokens += decoding + len(admitted)
         self.prefill_tokens += prefill
         self.steps += 1
         self.busy_seconds += duration
@@ -336,7 +344,7 @@ class Engine:
             start=now,
             duration=duration,
             finished=tuple(r.report() for r in done),
-            decoded=len(decoding),
+            decoded=decoding,
             admitted=len(admitted),
             prefill_tokens=prefill,
             preempted=preempted,
@@ -367,11 +375,12 @@ class Engine:
         capacity = self.cost.kv_capacity
         if capacity is None:
             return ()
-        total = sum(r.need for r in self._running.values())
+        total = self._held + len(self._running)  # every running request's need
         victims: list[str] = []
         while total > capacity and self._running:
             victim = max(self._running.values(), key=self._key)  # fcfs: the latest submitted
             del self._running[victim.rid]
+            self._held -= victim.prompt + victim.generated
             total -= victim.need
             victim.preemptions += 1
             self.preemptions += 1
