@@ -52,6 +52,7 @@ from dynasor_agents.controller import (
 )
 from dynasor_agents.errors import (
     BudgetExhaustedError,
+    DeadlineExceededError,
     DynasorError,
     InvalidInputError,
     NoSamplesError,
@@ -94,6 +95,7 @@ __all__ = [
     "CertaintyController",
     "CompletionsModel",
     "ControllerSpec",
+    "DeadlineExceededError",
     "Decision",
     "DynasorClient",
     "GainCurve",

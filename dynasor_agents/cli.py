@@ -59,8 +59,10 @@ _SERVE_FLAGS: Final[tuple[tuple[str, str, str | None, type, str], ...]] = (
         None,
         str,
         "program-level scheduling: fcfs (vLLM's own order), gang (a program's requests "
-        "together, earlier programs first) or dynasor (gang + approximate "
-        "shortest-remaining-first + aging) (default: dynasor)",
+        "together, earlier programs first), dynasor (gang + approximate "
+        "shortest-remaining-first + aging), las (least attained service: programs that "
+        "have generated the fewest tokens first) or edf (earliest deadline hint first) "
+        "(default: dynasor)",
     ),
     (
         "--program-ttl",
@@ -94,6 +96,15 @@ _SERVE_FLAGS: Final[tuple[tuple[str, str, str | None, type, str], ...]] = (
         "so long programs are not starved by short ones; dynasor only (default: 100)",
     ),
     (
+        "--late-programs",
+        "late_programs",
+        None,
+        str,
+        "stop: a program whose deadline hint has passed is stopped (its requests are "
+        "aborted and refused with deadline_exceeded, and the client answers with what it "
+        "has); keep: it runs on (default: stop)",
+    ),
+    (
         "--request-tokens",
         "request_tokens",
         "N",
@@ -102,6 +113,12 @@ _SERVE_FLAGS: Final[tuple[tuple[str, str, str | None, type, str], ...]] = (
         "request to average over, when the request sets no max_tokens (default: 256)",
     ),
 )
+
+# The values of serve's flags that take a name (ServerConfig's Literal types).
+_SERVE_CHOICES: Final[dict[str, tuple[str, ...]]] = {
+    "scheduling": ("fcfs", "gang", "dynasor", "las", "edf"),
+    "late_programs": ("stop", "keep"),
+}
 
 _SERVE_DESCRIPTION = f"""\
 Run vLLM's OpenAI-compatible server with the Dynasor component loaded (vLLM
@@ -151,7 +168,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     ours = serve.add_argument_group("Dynasor flags")
     for flag, field, metavar, kind, text in _SERVE_FLAGS:
-        choices = ("fcfs", "gang", "dynasor") if field == "scheduling" else None
+        choices = _SERVE_CHOICES.get(field)
         ours.add_argument(flag, dest=field, type=kind, metavar=metavar, choices=choices, help=text)
 
     add_demo_parser(sub)

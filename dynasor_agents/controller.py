@@ -51,6 +51,8 @@ class StopReason(enum.StrEnum):
     """The token budget was spent."""
     SERVER_STOPPED = "server_stopped"
     """The server refused the program (stopped by another party)."""
+    DEADLINE = "deadline"
+    """The server stopped the program because its deadline passed."""
     FINISHED = "finished"
     """The model ended on its own (e.g. a chain of thought reached its answer)."""
     HOPELESS = "hopeless"

@@ -10,7 +10,9 @@ happened before any program existed, e.g. a bad constructor argument)::
     ├── NoSamplesError                a round produced no usable sample
     └── ServerError                   the Dynasor server answered with an error
         ├── ProgramStoppedError       code ``program_stopped``: the program was
-        │                             stopped, the server refuses its requests
+        │   │                         stopped, the server refuses its requests
+        │   └── DeadlineExceededError code ``deadline_exceeded``: the server
+        │                             stopped it because its deadline passed
         ├── ProgramNotFoundError      code ``program_not_found`` (also another
         │                             API key's program)
         ├── BudgetExhaustedError      code ``budget_exhausted``: the program
@@ -34,6 +36,7 @@ from __future__ import annotations
 
 __all__ = [
     "BudgetExhaustedError",
+    "DeadlineExceededError",
     "DynasorError",
     "InvalidInputError",
     "NoSamplesError",
@@ -109,6 +112,16 @@ class ProgramStoppedError(ServerError):
     """The program was stopped; the server refuses its new requests."""
 
     default_code = "program_stopped"
+
+
+class DeadlineExceededError(ProgramStoppedError):
+    """The program's deadline passed, so the server stopped it.
+
+    A strategy that already has samples answers with them (stop reason
+    ``deadline``) instead of raising this.
+    """
+
+    default_code = "deadline_exceeded"
 
 
 class ProgramNotFoundError(ServerError):

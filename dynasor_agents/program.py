@@ -16,6 +16,7 @@ Example:
 from __future__ import annotations
 
 import asyncio
+import math
 import uuid
 from collections.abc import Mapping
 from typing import Any
@@ -30,6 +31,7 @@ from tenacity import (
 
 from dynasor_agents.errors import (
     BudgetExhaustedError,
+    DeadlineExceededError,
     InvalidInputError,
     ProgramNotFoundError,
     ProgramStoppedError,
@@ -53,6 +55,7 @@ _ERRORS: dict[str, type[ServerError]] = {
     ErrorCode.PROGRAM_NOT_FOUND.value: ProgramNotFoundError,
     ErrorCode.BUDGET_EXHAUSTED.value: BudgetExhaustedError,
     ErrorCode.TOO_MANY_PROGRAMS.value: TooManyProgramsError,
+    ErrorCode.DEADLINE_EXCEEDED.value: DeadlineExceededError,
 }
 
 
@@ -221,16 +224,36 @@ class Program:
         program_id: The program id (validated); a uuid4 when omitted.
         client: Where to send hints; without one, hints stay local (a plain
             OpenAI-compatible server that knows nothing of Dynasor).
+        deadline: When the program must be done, seconds since the epoch; every
+            request carries it (``X-Dynasor-Deadline``). A Dynasor server ranks
+            by it under ``edf`` and stops the program once it has passed; the
+            strategy then answers with what it has (stop reason ``deadline``).
+
+    Example:
+        >>> Program("p1", deadline=1_900_000_000.0).headers()
+        {'X-Dynasor-Program-Id': 'p1', 'X-Dynasor-Deadline': '1900000000.000'}
     """
 
-    def __init__(self, program_id: str | None = None, *, client: DynasorClient | None = None):
+    def __init__(
+        self,
+        program_id: str | None = None,
+        *,
+        client: DynasorClient | None = None,
+        deadline: float | None = None,
+    ):
         pid = program_id if program_id is not None else str(uuid.uuid4())
         if not is_valid_program_id(pid):
             raise InvalidInputError(
                 f"program id must be 1-128 characters of A-Za-z0-9._:-, got {pid!r}"
             )
+        if deadline is not None and not (math.isfinite(deadline) and deadline > 0):
+            raise InvalidInputError(
+                f"deadline must be seconds since the epoch (> 0), got {deadline!r}",
+                program_id=pid,
+            )
         self.id = pid
         self.client = client
+        self.deadline = deadline
         self._tasks: set[asyncio.Task[Any]] = set()
         self.stopped = False
 
@@ -240,6 +263,8 @@ class Program:
     def headers(self, hints: Hints | None = None) -> dict[str, str]:
         """Headers for one request of this program, with the latest hints."""
         out = {PROGRAM_ID_HEADER: self.id}
+        if self.deadline is not None:
+            hints = (hints or Hints()).model_copy(update={"deadline": self.deadline})
         if hints is not None:
             out.update(hints.to_headers())
         return out

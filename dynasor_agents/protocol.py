@@ -12,7 +12,9 @@ header                     meaning
 ``X-Dynasor-Program-Id``   the reasoning program the request belongs to
 ``X-Dynasor-Certainty``    latest Certaindex of the program, 0..1
 ``X-Dynasor-Budget``       tokens the program may still spend
-``X-Dynasor-Deadline``     absolute deadline, seconds since the epoch
+``X-Dynasor-Deadline``     absolute deadline, seconds since the epoch (the
+                           ``edf`` policy ranks by it; once it has passed the
+                           server stops the program: ``deadline_exceeded``)
 ``X-Dynasor-Remaining``    requests the program still expects to send
 =========================  ====================================================
 
@@ -102,6 +104,7 @@ class ErrorCode(enum.StrEnum):
     METHOD_NOT_ALLOWED = "method_not_allowed"
     BUDGET_EXHAUSTED = "budget_exhausted"
     TOO_MANY_PROGRAMS = "too_many_programs"
+    DEADLINE_EXCEEDED = "deadline_exceeded"
 
 
 ERROR_STATUS: Final[Mapping[ErrorCode, int]] = {
@@ -112,6 +115,7 @@ ERROR_STATUS: Final[Mapping[ErrorCode, int]] = {
     ErrorCode.METHOD_NOT_ALLOWED: 405,
     ErrorCode.BUDGET_EXHAUSTED: 429,
     ErrorCode.TOO_MANY_PROGRAMS: 503,
+    ErrorCode.DEADLINE_EXCEEDED: 409,
 }
 """HTTP status the server answers with for each error code."""
 
@@ -140,7 +144,12 @@ class Hints(BaseModel):
     Attributes:
         certainty: The program's latest Certaindex in ``[0, 1]``.
         budget: Tokens the program may still spend (>= 0).
-        deadline: Absolute deadline in seconds since the epoch.
+        deadline: Absolute deadline in seconds since the epoch (the server's
+            clock). The ``edf`` scheduling policy runs earlier deadlines
+            first; once the deadline has passed, the server stops the program
+            (unless it runs with ``late_programs="keep"``): its in-flight
+            requests are aborted and later ones refused with
+            ``deadline_exceeded``, and the client answers with what it has.
         remaining: Requests (samples) the program still expects to send; the
             server's scheduler multiplies it by the program's average tokens
             per request to estimate its remaining work.

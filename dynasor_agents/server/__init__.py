@@ -35,7 +35,16 @@ from dynasor_agents.server._recipe import (
     vllm_command,
     vllm_environment,
 )
-from dynasor_agents.server._scheduling import RequestShape, SchedulingPolicy, make_policy
+from dynasor_agents.server._scheduling import (
+    Dynasor,
+    Edf,
+    Fcfs,
+    Gang,
+    Las,
+    RequestShape,
+    SchedulingPolicy,
+    make_policy,
+)
 from dynasor_agents.server._table import InFlight, ProgramRecord, ProgramTable
 
 __all__ = [
@@ -44,9 +53,14 @@ __all__ = [
     "Admitted",
     "ChecksumMismatchError",
     "CpuInfo",
-    "EngineSettings",
+    "Dynasor",
     "DynasorMiddleware",
+    "Edf",
+    "EngineSettings",
+    "Fcfs",
+    "Gang",
     "InFlight",
+    "Las",
     "ProgramRecord",
     "ProgramTable",
     "Refused",

@@ -11,7 +11,9 @@ The steps, in order:
 1. find the program's record, creating it on first sight (another owner's
    program is ``program_not_found``; a full table is ``too_many_programs``);
 2. record the request's hints (a repeated budget is not a reset);
-3. refuse a stopped or finished program (``program_stopped``);
+3. stop a program whose deadline has passed (``deadline_exceeded``), and
+   refuse a stopped or finished program (``program_stopped``, or the code it
+   was stopped with);
 4. clamp ``max_tokens`` to the program's budget (``budget_exhausted`` once it
    is spent) and reserve the clamped tokens times ``n``;
 5. price the request, as it will run, with the scheduling policy;
@@ -168,16 +170,23 @@ def admit(
         >>> _ = table.stop("p1")
         >>> admit(table, Dynasor(), "p1", hints=Hints(), shape=shape).message
         'program p1 is stopped; it takes no new requests'
+        >>> later = ProgramTable(clock=lambda: 100.0)
+        >>> late = admit(later, Dynasor(), "p2", hints=Hints(deadline=99.0), shape=shape)
+        >>> late.code.value, late.message.split(";")[0]
+        ('deadline_exceeded', 'program p2 is stopped (its deadline passed)')
     """
     found = find_program(table, program_id, owner=owner)
     if isinstance(found, Refused):
         return found
     record = found
     record.apply(hints, repeat_resets=False)
+    table.stop_if_late(record)
     if not record.active:
+        late = record.stop_code is ErrorCode.DEADLINE_EXCEEDED
         return Refused(
-            ErrorCode.PROGRAM_STOPPED,
-            f"program {program_id} is {record.state.name.lower()}; it takes no new requests",
+            record.stop_code,
+            f"program {program_id} is {record.state.name.lower()}"
+            f"{' (its deadline passed)' if late else ''}; it takes no new requests",
             record,
         )
     if shape is None:

@@ -24,11 +24,12 @@ from typing import Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-__all__ = ["ENV_PREFIX", "SCHEDULING_POLICIES", "SchedulingName", "ServerConfig"]
+__all__ = ["ENV_PREFIX", "SCHEDULING_POLICIES", "LatePrograms", "SchedulingName", "ServerConfig"]
 
 ENV_PREFIX: Final = "DYNASOR_"
-SchedulingName = Literal["fcfs", "gang", "dynasor"]
-SCHEDULING_POLICIES: Final[tuple[SchedulingName, ...]] = ("fcfs", "gang", "dynasor")
+SchedulingName = Literal["fcfs", "gang", "dynasor", "las", "edf"]
+SCHEDULING_POLICIES: Final[tuple[SchedulingName, ...]] = ("fcfs", "gang", "dynasor", "las", "edf")
+LatePrograms = Literal["stop", "keep"]
 
 
 class ServerConfig(BaseModel):
@@ -37,7 +38,10 @@ class ServerConfig(BaseModel):
     Attributes:
         scheduling: Program-level scheduling policy: ``fcfs`` (vLLM's own order),
             ``gang`` (a program's requests together, earlier programs first) or
-            ``dynasor`` (gang + approximate shortest-remaining-first + aging).
+            ``dynasor`` (gang + approximate shortest-remaining-first + aging),
+            ``las`` (least attained service: programs that have generated the
+            fewest tokens first, as Autellix) or ``edf`` (earliest deadline
+            hint first).
         program_ttl: Seconds a program may stay idle (nothing in flight) before
             its entry expires and is freed.
         max_programs: Most programs the table holds; more get ``too_many_programs``.
@@ -49,6 +53,9 @@ class ServerConfig(BaseModel):
         request_tokens: Tokens a request is assumed to generate before the
             program has a finished request to average over, when the request
             sets no ``max_tokens``.
+        late_programs: ``stop`` a program once its deadline hint has passed
+            (its requests are aborted and refused with ``deadline_exceeded``;
+            the client answers with what it has), or ``keep`` running it.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -59,6 +66,7 @@ class ServerConfig(BaseModel):
     default_budget: int | None = Field(default=None, ge=1)
     aging: float = Field(default=100.0, ge=0, allow_inf_nan=False)
     request_tokens: int = Field(default=256, ge=1)
+    late_programs: LatePrograms = "stop"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> ServerConfig:

@@ -118,11 +118,7 @@ class DynasorMiddleware:
         self.app = app
         self.config = config or ServerConfig.from_env(os.environ if environ is None else environ)
         if table is None:
-            table = ProgramTable(
-                ttl=self.config.program_ttl,
-                max_programs=self.config.max_programs,
-                default_budget=self.config.default_budget,
-            )
+            table = ProgramTable.from_config(self.config)
         self.table = table
         self.policy = policy if policy is not None else make_policy(self.config)
         self.metrics = (
@@ -277,12 +273,14 @@ class DynasorMiddleware:
             self.metrics.used(relay.prompt_tokens, relay.completion_tokens)
             self.table.touch(record)
         if handle.aborted.is_set() and not relay.response_complete:
+            late = record.stop_code is ErrorCode.DEADLINE_EXCEEDED
+            why = " (its deadline passed)" if late else ""
             await relay.finish_aborted(
                 error_body(
-                    ErrorCode.PROGRAM_STOPPED,
-                    f"program {record.id} was stopped; this request was aborted",
+                    record.stop_code,
+                    f"program {record.id} was stopped{why}; this request was aborted",
                 ),
-                ERROR_STATUS[ErrorCode.PROGRAM_STOPPED],
+                ERROR_STATUS[record.stop_code],
             )
 
     # -- control endpoints ------------------------------------------------------

@@ -15,6 +15,13 @@ state into one number per request at admission:
   request already waiting keeps its place while later arrivals get larger
   numbers: no program starves, although vLLM never re-prioritizes a queued
   request.
+* :class:`Las` runs the program that has received the least service first
+  (program-level least attained service, as Autellix does): the priority is
+  the completion tokens the program has generated so far, so a new program's
+  first round overtakes the later rounds of programs that have already run a
+  lot, with no length prediction at all.
+* :class:`Edf` runs the earliest deadline hint first; a program without one
+  ranks as if due ``no_deadline`` seconds after it arrived.
 
 A new policy is one class with a ``name`` and a ``priority`` method.
 
@@ -32,6 +39,12 @@ Example:
     (230, 3)
     >>> Gang().priority(long, shape, table), Gang().priority(short, shape, table)
     (0, 1)
+    >>> long.completion_tokens = 700  # it has run a lot already
+    >>> Las().priority(long, shape, table), Las().priority(short, shape, table)
+    (700, 0)
+    >>> short.apply(Hints(deadline=2.5))
+    >>> Edf().priority(short, shape, table), Edf(no_deadline=60).priority(long, shape, table)
+    (2500, 60000)
 """
 
 from __future__ import annotations
@@ -46,8 +59,10 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Dynasor",
+    "Edf",
     "Fcfs",
     "Gang",
+    "Las",
     "RequestShape",
     "SchedulingPolicy",
     "make_policy",
@@ -154,6 +169,52 @@ class Dynasor:
         return min(value, _INT64_MAX)
 
 
+class Las:
+    """Least attained service per program (Autellix's PLAS): least-served programs first.
+
+    The priority is the completion tokens the program has been charged so far
+    (finished requests, aborted ones at what they reserved). Every request of
+    a program that has not generated anything yet gets 0, so new programs'
+    first rounds run before the later rounds of long programs; a long program
+    only waits while programs that have received less than it are queued.
+    Ties keep arrival order (vLLM breaks equal priorities by arrival time).
+    """
+
+    name = "las"
+
+    def priority(
+        self, program: ProgramRecord, request: RequestShape, table: ProgramTable
+    ) -> int | None:
+        """The program's completion tokens so far."""
+        return min(program.completion_tokens, _INT64_MAX)
+
+
+@dataclass(frozen=True)
+class Edf:
+    """Earliest deadline first, by the program's ``deadline`` hint.
+
+    The priority is the deadline in milliseconds after the table's start. A
+    program without a deadline ranks as if due ``no_deadline`` seconds after
+    it arrived, so it is neither starved by nor starving programs with one.
+
+    Args:
+        no_deadline: The relative deadline, seconds, assumed for a program
+            without a deadline hint.
+    """
+
+    no_deadline: float = 3600.0
+    name: str = "edf"
+
+    def priority(
+        self, program: ProgramRecord, request: RequestShape, table: ProgramTable
+    ) -> int | None:
+        """Milliseconds from the table's start to the program's deadline (0 if past)."""
+        due = program.deadline
+        if due is None:
+            due = program.created + self.no_deadline
+        return min(max(0, round(1000.0 * (due - table.epoch))), _INT64_MAX)
+
+
 def make_policy(config: ServerConfig) -> SchedulingPolicy:
     """The policy ``config.scheduling`` names, set up from ``config``."""
     name: SchedulingName = config.scheduling
@@ -161,4 +222,8 @@ def make_policy(config: ServerConfig) -> SchedulingPolicy:
         return Fcfs()
     if name == "gang":
         return Gang()
+    if name == "las":
+        return Las()
+    if name == "edf":
+        return Edf()
     return Dynasor(aging=config.aging, request_tokens=config.request_tokens)

@@ -4,7 +4,10 @@ A record holds the program's owner, lifecycle state (an ordered
 :class:`Lifecycle`: states only move forward), latest hints, the tokens its
 requests used, its token budget and an abort handle for each in-flight request.
 Stopping is idempotent: the first stop aborts what is in flight, later ones
-change nothing. Idle programs expire after a TTL and the table is bounded.
+change nothing; the first stop's code (``program_stopped``, or
+``deadline_exceeded`` when the table stopped a program whose deadline hint
+passed) is what later requests are refused with. Idle programs expire after a
+TTL and the table is bounded.
 
 Budgets count *completion* tokens. Each admitted request reserves what it may
 still generate (its clamped ``max_tokens`` times ``n``), so concurrent requests
@@ -23,6 +26,10 @@ Example:
     >>> budgeted.apply(Hints(budget=100))
     >>> budgeted.cap(requested=64, n=1), budgeted.cap(requested=64, n=2)
     (64, 50)
+    >>> late = table.get_or_create("p3")
+    >>> late.apply(Hints(deadline=99.0))
+    >>> table.stop_if_late(late), late.stop_code.value   # 100 > 99: stopped
+    (True, 'deadline_exceeded')
 """
 
 from __future__ import annotations
@@ -34,7 +41,8 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from dynasor_agents.protocol import Hints, Lifecycle, ProgramInfo
+from dynasor_agents.protocol import ErrorCode, Hints, Lifecycle, ProgramInfo
+from dynasor_agents.server._config import ServerConfig
 
 __all__ = ["InFlight", "OwnerMismatchError", "ProgramRecord", "ProgramTable", "TableFullError"]
 
@@ -77,6 +85,7 @@ class ProgramRecord:
     measured_requests: int = 0
     measured_tokens: int = 0
     budget_limit: int | None = None
+    stop_code: ErrorCode = ErrorCode.PROGRAM_STOPPED
     in_flight: set[InFlight] = field(default_factory=set)
 
     @property
@@ -207,6 +216,8 @@ class ProgramTable:
             :class:`TableFullError` (after expiring what it can).
         default_budget: Completion tokens a new program may spend before any
             budget hint (``None``: unlimited).
+        stop_late: Stop a program once its deadline hint has passed (checked
+            when one of its requests arrives and at every sweep).
     """
 
     def __init__(
@@ -216,8 +227,10 @@ class ProgramTable:
         ttl: float = 600.0,
         max_programs: int = 10_000,
         default_budget: int | None = None,
+        stop_late: bool = True,
     ) -> None:
         self._clock = clock
+        self.stop_late = stop_late
         self.ttl = ttl
         self.max_programs = max_programs
         self.default_budget = default_budget
@@ -227,6 +240,25 @@ class ProgramTable:
         self._last_sweep = self.epoch
         self.expired = 0
         self.retired_tokens: Counter[str] = Counter()
+
+    @classmethod
+    def from_config(
+        cls, config: ServerConfig, *, clock: Callable[[], float] = time.time
+    ) -> ProgramTable:
+        """The table ``config`` describes (TTL, size, default budget, late programs).
+
+        Example:
+            >>> table = ProgramTable.from_config(ServerConfig(late_programs="keep", program_ttl=5))
+            >>> table.ttl, table.stop_late
+            (5.0, False)
+        """
+        return cls(
+            clock=clock,
+            ttl=config.program_ttl,
+            max_programs=config.max_programs,
+            default_budget=config.default_budget,
+            stop_late=config.late_programs == "stop",
+        )
 
     def __len__(self) -> int:
         return len(self._programs)
@@ -281,10 +313,32 @@ class ProgramTable:
         if now - self._last_sweep >= min(1.0, self.ttl / 4):
             self.sweep(now)
 
+    def stop_if_late(self, record: ProgramRecord, now: float | None = None) -> bool:
+        """Stop ``record`` with ``deadline_exceeded`` if its deadline has passed.
+
+        Does nothing unless the table has ``stop_late``, the program is active
+        and has a deadline hint earlier than ``now``.
+
+        Returns:
+            Whether this call stopped it.
+        """
+        now = self._clock() if now is None else now
+        if not (self.stop_late and record.active and record.deadline is not None):
+            return False
+        if now <= record.deadline:
+            return False
+        record.stop_code = ErrorCode.DEADLINE_EXCEEDED
+        record.state = Lifecycle.STOPPED
+        record.last_activity = now
+        record.abort_all()
+        return True
+
     def sweep(self, now: float | None = None) -> int:
-        """Expire and free programs idle for longer than the TTL; returns how many."""
+        """Stop late programs, expire and free those idle past the TTL; returns how many expired."""
         now = self._clock() if now is None else now
         self._last_sweep = now
+        for record in self._programs.values():
+            self.stop_if_late(record, now)
         idle = [
             r
             for r in self._programs.values()

@@ -203,7 +203,9 @@ class Strategy(Runnable[StrategyInput, R]):
         allocator: Runs ``abatch`` / ``batch`` as one batch under a shared
             token budget (default: LangChain's batch, one ``ainvoke`` per input).
 
-    Pass ``program_id=...`` to ``invoke`` to name the program.
+    Pass ``program_id=...`` to ``invoke`` to name the program, and
+    ``deadline=time.time() + 60`` to tell the server when it must be done (it
+    stops a late program, which then answers with what it has).
     """
 
     def __init__(
@@ -315,11 +317,12 @@ class Strategy(Runnable[StrategyInput, R]):
         config: RunnableConfig,
         *,
         program_id: str | None = None,
+        deadline: float | None = None,
         on_snapshot: Callable[[R], Any] | None = None,
         member: BatchMember | None = None,
     ) -> R:
         model_input = await self._prepare(value, config)
-        program = Program(program_id or self.program_ids(), client=self.client)
+        program = Program(program_id or self.program_ids(), client=self.client, deadline=deadline)
         child = patch_config(config, callbacks=run_manager.get_child())
 
         async def emit(snapshot: R) -> None:
@@ -336,7 +339,7 @@ class Strategy(Runnable[StrategyInput, R]):
     async def ainvoke(
         self, input: StrategyInput, config: RunnableConfig | None = None, **kwargs: Any
     ) -> R:
-        """Run one program; ``program_id=`` names it."""
+        """Run one program; ``program_id=`` names it, ``deadline=`` (epoch seconds) bounds it."""
         return await self._acall_with_config(self._run, input, config, **kwargs)
 
     async def arun_member(

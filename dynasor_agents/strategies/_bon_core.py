@@ -347,7 +347,9 @@ def best_of_n_core(
     if not scored:
         raise NoSamplesError("best-of-n ended without a single scored candidate")
     # Settled early: abort stragglers anywhere. Ran out of samples or tokens: finish.
-    yield Finish(stop=reason in (StopReason.CERTAIN, StopReason.SERVER_STOPPED))
+    yield Finish(
+        stop=reason in (StopReason.CERTAIN, StopReason.SERVER_STOPPED, StopReason.DEADLINE)
+    )
     return snapshot(final=True)
 
 

@@ -69,7 +69,16 @@ from dynasor_agents.strategies._cot_probes import (
     probe_suffix_for,
     probes_agree,
 )
-from dynasor_agents.strategies._drive import Await, Cancel, Completion, Core, Emit, Finish, Launch
+from dynasor_agents.strategies._drive import (
+    Await,
+    Cancel,
+    Completion,
+    Core,
+    Emit,
+    Finish,
+    Launch,
+    stopped_reason,
+)
 
 __all__ = [
     "CHUNK_TAG",
@@ -326,8 +335,10 @@ def probed_cot_core(
         except (ProgramStoppedError, BudgetExhaustedError) as exc:
             if not reasoning:
                 raise
-            stopped = isinstance(exc, ProgramStoppedError)
-            reason = StopReason.SERVER_STOPPED if stopped else StopReason.MAX_TOKENS
+            if isinstance(exc, ProgramStoppedError):
+                reason = stopped_reason(exc)
+            else:
+                reason = StopReason.MAX_TOKENS
             break
         probe_done = record(done)
         if probe_done is None:  # a chunk
@@ -364,5 +375,5 @@ def probed_cot_core(
         answered = [p for p in done_probes() if p.answer]
         answer = answered[-1].answer if answered else extractor(reasoning)
     early = reason is StopReason.CERTAIN and not natural
-    yield Finish(stop=early or reason is StopReason.SERVER_STOPPED)
+    yield Finish(stop=early or reason in (StopReason.SERVER_STOPPED, StopReason.DEADLINE))
     return snapshot(final=True)

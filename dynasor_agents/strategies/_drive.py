@@ -38,7 +38,12 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from dynasor_agents.controller import StopReason
-from dynasor_agents.errors import BudgetExhaustedError, DynasorError, ProgramStoppedError
+from dynasor_agents.errors import (
+    BudgetExhaustedError,
+    DeadlineExceededError,
+    DynasorError,
+    ProgramStoppedError,
+)
 from dynasor_agents.program import Program
 from dynasor_agents.protocol import Hints
 
@@ -55,6 +60,7 @@ __all__ = [
     "Sampler",
     "await_round",
     "drive",
+    "stopped_reason",
 ]
 
 R = TypeVar("R")
@@ -142,6 +148,20 @@ Sampler = Callable[[SampleCall], Awaitable[Completion]]
 """``sampler(call)`` sends one request and returns its completion."""
 
 
+def stopped_reason(exc: ProgramStoppedError) -> StopReason:
+    """Why a program the server stopped ended: its deadline, or another party's stop.
+
+    Example:
+        >>> stopped_reason(DeadlineExceededError("too late")).value
+        'deadline'
+        >>> stopped_reason(ProgramStoppedError("stopped")).value
+        'server_stopped'
+    """
+    if isinstance(exc, DeadlineExceededError):
+        return StopReason.DEADLINE
+    return StopReason.SERVER_STOPPED
+
+
 def await_round(
     pending: int,
     *,
@@ -158,7 +178,8 @@ def await_round(
     after the requests the server admitted before it came in: they hold their
     tokens and still finish. A stopped program
     (:class:`~dynasor_agents.errors.ProgramStoppedError`) ends the round at
-    once with ``SERVER_STOPPED``. When the core has nothing to answer with
+    once with ``SERVER_STOPPED`` (``DEADLINE`` when the server stopped it
+    because its deadline passed). When the core has nothing to answer with
     (``answered()`` is false) either error is raised instead. The core decides,
     in its own terms, what a completion adds (``take``), whether it has
     something to answer with (``answered``) and whether it is settled before
@@ -213,10 +234,10 @@ def await_round(
     while pending:
         try:
             done: Completion = yield Await()
-        except ProgramStoppedError:
+        except ProgramStoppedError as exc:
             if not answered():
                 raise
-            reason = StopReason.SERVER_STOPPED
+            reason = stopped_reason(exc)
             break
         except BudgetExhaustedError as exc:
             # The server refused this request: the budget is spent. Requests it

@@ -236,5 +236,7 @@ def self_consistency_core(
     if not raw:
         raise NoSamplesError("self-consistency ended without a single sample")
     # Settled early: abort stragglers anywhere. Ran out of samples or tokens: finish.
-    yield Finish(stop=reason in (StopReason.CERTAIN, StopReason.SERVER_STOPPED))
+    yield Finish(
+        stop=reason in (StopReason.CERTAIN, StopReason.SERVER_STOPPED, StopReason.DEADLINE)
+    )
     return snapshot(final=True)

@@ -438,5 +438,7 @@ def tree_search_core(
 
     if tree.size == 0:
         raise NoSamplesError("tree search ended without a single step")
-    yield Finish(stop=reason in (StopReason.CERTAIN, StopReason.SERVER_STOPPED))
+    yield Finish(
+        stop=reason in (StopReason.CERTAIN, StopReason.SERVER_STOPPED, StopReason.DEADLINE)
+    )
     return snapshot(final=True)

@@ -480,12 +480,7 @@ def build(
     """A component around ``app`` set up like vLLM would from ``config`` (or
     ``ServerConfig(**settings)``), with the table on ``clock`` and its own registry."""
     config = config if config is not None else ServerConfig(**settings)
-    table = ProgramTable(
-        clock=clock,
-        ttl=config.program_ttl,
-        max_programs=config.max_programs,
-        default_budget=config.default_budget,
-    )
+    table = ProgramTable.from_config(config, clock=clock)
     return DynasorMiddleware(app, config=config, table=table, registry=CollectorRegistry())
 
 

@@ -15,6 +15,7 @@ from langchain_core.prompts import ChatPromptTemplate
 from dynasor_agents import (
     PROGRESS_EVENT,
     CertaintyController,
+    DeadlineExceededError,
     DynasorClient,
     InvalidInputError,
     ProgramStoppedError,
@@ -29,6 +30,7 @@ from dynasor_agents.errors import BudgetExhaustedError
 from dynasor_agents.protocol import (
     BUDGET_HEADER,
     CERTAINTY_HEADER,
+    DEADLINE_HEADER,
     PROGRAM_ID_HEADER,
     REMAINING_HEADER,
 )
@@ -127,6 +129,15 @@ async def test_requests_carry_program_headers_and_certainty_after_first_round() 
     assert CERTAINTY_HEADER in headers[2]
 
 
+def test_a_deadline_rides_on_every_request_and_a_bad_one_is_refused() -> None:
+    model = cycle("1", "2")
+    sc = SelfConsistency(model, controller=controller(cap=4, first=2))
+    sc.invoke("q", program_id="due", deadline=1_900_000_000.5)
+    assert [c["extra_headers"][DEADLINE_HEADER] for c in model._calls] == ["1900000000.500"] * 4
+    with pytest.raises(InvalidInputError, match="deadline must be seconds since the epoch"):
+        sc.invoke("q", program_id="due", deadline=float("nan"))
+
+
 def test_sync_and_async_give_the_same_result() -> None:
     make = lambda: SelfConsistency(  # noqa: E731
         cycle("5", "5", "6", "5"), controller=controller(cap=8, first=4)
@@ -222,6 +233,43 @@ async def test_rounds_send_the_remaining_budget_and_samples() -> None:
     ]
     # Each sample costs 3 completion tokens; a round's samples share one hint.
     assert sent == [("100", "6"), ("100", "6"), ("94", "4"), ("94", "4"), ("88", "2"), ("88", "2")]
+
+
+async def test_a_server_deadline_stop_after_some_samples_answers_with_them() -> None:
+    class LateError(Exception):
+        code = "deadline_exceeded"
+
+    counter = itertools.count()
+
+    class Late(ScriptedChat):
+        async def _agenerate(self, *args: Any, **kwargs: Any) -> ChatResult:
+            if next(counter) >= 3:
+                raise LateError("program p is stopped (its deadline passed)")
+            return await super()._agenerate(*args, **kwargs)
+
+    recorder = Recorder()
+    result = await SelfConsistency(
+        Late(script=lambda i: (str(i % 2), 0.0)),  # 0, 1: not certain after round 1
+        controller=controller(cap=10, first=2),
+        client=recorder.client(),
+    ).ainvoke("q", program_id="p-late")
+    # The refusal ends the round at once: the other sample of round 2 is cancelled.
+    assert result.stop_reason is StopReason.DEADLINE and result.samples == 2
+    assert result.completions == ["0", "1"] and result.answer == "0"
+
+
+async def test_a_deadline_stop_before_any_sample_raises_the_typed_error() -> None:
+    class LateError(Exception):
+        code = "deadline_exceeded"
+
+    class Late(ScriptedChat):
+        async def _agenerate(self, *args: Any, **kwargs: Any) -> ChatResult:
+            raise LateError("too late")
+
+    with pytest.raises(DeadlineExceededError) as raised:
+        await SelfConsistency(Late(script=lambda i: ("", 0))).ainvoke("q", program_id="p-late")
+    assert isinstance(raised.value, ProgramStoppedError)
+    assert raised.value.program_id == "p-late" and raised.value.code == "deadline_exceeded"
 
 
 class BudgetError(Exception):

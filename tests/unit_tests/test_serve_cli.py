@@ -24,6 +24,7 @@ from dynasor_agents.server import (
     vllm_command,
     vllm_environment,
 )
+from dynasor_agents.server._config import SCHEDULING_POLICIES
 from dynasor_agents.server._engine_settings import CpuInfo
 
 ENTRY = [sys.executable, "-m", "vllm.entrypoints.openai.api_server"]
@@ -340,6 +341,7 @@ FLAGS = {
     "--default-budget": "default_budget",
     "--aging": "aging",
     "--request-tokens": "request_tokens",
+    "--late-programs": "late_programs",
 }
 
 
@@ -350,7 +352,7 @@ def test_help(capsys: pytest.CaptureFixture[str]) -> None:
     assert out.startswith("usage: dynasor-agents serve [-h] MODEL")
     assert set(FLAGS.values()) == set(ServerConfig.model_fields)
     for flag, name in FLAGS.items():
-        match = re.search(rf"^  {flag} .*?\(default: ([^)]*)\)", out, re.M | re.S)
+        match = re.search(rf"^  {flag} .*?\(default:\s+([^)\s]*)\)", out, re.M | re.S)
         assert match, flag
         default = ServerConfig.model_fields[name].default
         if default is None:
@@ -359,7 +361,8 @@ def test_help(capsys: pytest.CaptureFixture[str]) -> None:
             assert match[1] == default
         else:
             assert match[1] == f"{default:g}"
-    assert "{fcfs,gang,dynasor}" in out
+    assert "{" + ",".join(SCHEDULING_POLICIES) + "}" in out
+    assert "{stop,keep}" in out
     assert "python -m vllm.entrypoints.openai.api_server --help" in out
     for added in (MIDDLEWARE, "--scheduling-policy priority", "--enable-prefix-caching"):
         assert added in out

@@ -1,4 +1,5 @@
-"""Programs on the server: token budgets, hint validation, ownership, expiry, table limits.
+"""Programs on the server: token budgets, hint validation, ownership, expiry, table limits,
+deadlines.
 
 Every test drives the component through its HTTP surface around a fake vLLM (see
 ``server_fakes.py``) and checks what the client gets and what vLLM receives.
@@ -7,6 +8,7 @@ Every test drives the component through its HTTP surface around a fake vLLM (see
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from typing import Any
 
@@ -23,6 +25,7 @@ from dynasor_agents.protocol import (
     PROGRAM_ID_HEADER,
     REMAINING_HEADER,
     ErrorCode,
+    Hints,
     Lifecycle,
     hints_path,
     program_path,
@@ -47,6 +50,7 @@ from .server_fakes import (
     info,
     post_hints,
     sample,
+    sse_data,
     start,
     stop,
     until,
@@ -328,8 +332,9 @@ async def test_a_malformed_hint_header_is_400_naming_the_field(
     assert error["message"].startswith(f"{field}:")
     assert fake.calls == [] and len(mw.table) == 0
     assert sample(mw.metrics.registry, "dynasor_requests_rejected_total", code="invalid_hints")
-    # The component keeps serving, with the same header fixed.
-    assert (await chat(client, headers={header: "1"})).status_code == 200
+    # The component keeps serving, with the same header fixed (a deadline in the future).
+    fixed = "1" if header != DEADLINE_HEADER else f"{time.time() + 3600:.3f}"
+    assert (await chat(client, headers={header: fixed})).status_code == 200
     assert len(fake.received) == 1
 
 
@@ -602,3 +607,63 @@ def test_program_table_defaults_to_wall_clock_time() -> None:
     before = time.time()
     record = ProgramTable().get_or_create("p1", owner="key-1")
     assert before <= record.created <= time.time() and record.owner == "key-1"
+
+
+# ----------------------------------------------------------------------------- deadlines
+
+
+async def test_a_program_past_its_deadline_is_stopped_and_refused_with_deadline_exceeded(
+    client: httpx.AsyncClient, clock: Clock, fake: FakeVLLM
+) -> None:
+    due = {DEADLINE_HEADER: f"{clock.now + 10:.3f}"}
+    assert (await chat(client, headers=due)).status_code == 200
+    clock.now += 20
+    for request in ({}, {"stream": True}):
+        response = await chat(client, headers=due, **request)
+        error = assert_error(response, ErrorCode.DEADLINE_EXCEEDED, 409)
+        assert PID in error["message"] and "deadline passed" in error["message"]
+    assert len(fake.calls) == 1  # vLLM never saw the late requests
+    got = await info(client)
+    assert (got.state, got.requests) == ("stopped", 1)
+
+
+async def test_a_deadline_that_passes_mid_stream_aborts_it_at_the_next_sweep(
+    client: httpx.AsyncClient, mw: DynasorMiddleware, clock: Clock, fake: FakeVLLM
+) -> None:
+    request = {"stream": True, "hang": True}
+    task, conn = start(mw, request, headers={DEADLINE_HEADER: f"{clock.now + 5:.3f}"})
+    await until(lambda: fake.running == 1)
+    clock.now += 6  # past the deadline and past the sweep interval (1 s)
+    assert (await chat(client, "another")).status_code == 200  # any request sweeps
+    await within(task)
+    assert fake.disconnects == 1
+    data = sse_data(conn.body)
+    assert json.loads(data[1])["error"]["code"] == ErrorCode.DEADLINE_EXCEEDED.value
+    assert data[-1] == "[DONE]"
+    assert (await info(client)).state == "stopped"
+    assert (await info(client, "another")).state == "active"
+
+
+async def test_with_late_programs_keep_a_late_program_runs_on(fake: FakeVLLM, clock: Clock) -> None:
+    mw = build(fake, clock, late_programs="keep")
+    async with client_for(mw) as client:
+        due = {DEADLINE_HEADER: f"{clock.now + 1:.3f}"}
+        clock.now += 5
+        assert (await chat(client, headers=due)).status_code == 200
+        assert (await info(client)).state == "active"
+
+
+async def test_a_deadline_stop_is_idempotent_and_a_later_deadline_does_not_revive() -> None:
+    now = [100.0]
+    table = ProgramTable(clock=lambda: now[0])
+    record = table.get_or_create("p")
+    record.apply(Hints(deadline=150.0))
+    assert not table.stop_if_late(record)
+    now[0] = 151.0
+    handle = record.begin_request()
+    assert table.stop_if_late(record) and handle.aborted.is_set()
+    assert not table.stop_if_late(record)  # idempotent: already stopped
+    record.apply(Hints(deadline=500.0))
+    assert record.state is Lifecycle.STOPPED and record.stop_code is ErrorCode.DEADLINE_EXCEEDED
+    assert table.stop("p") == 0  # a later stop keeps the first stop's code
+    assert record.stop_code is ErrorCode.DEADLINE_EXCEEDED

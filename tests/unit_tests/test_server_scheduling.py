@@ -117,6 +117,27 @@ async def test_dynasor_prices_a_request_at_its_budget_clamped_size(
         assert fake.last["priority"] == 99  # the 3 x 33 it may generate, not 3 x 100
 
 
+async def test_las_runs_the_least_served_program_first(fake: FakeVLLM, clock: Clock) -> None:
+    async with client_for(build(fake, clock, scheduling="las")) as client:
+        for _ in range(3):  # each request of "a" generates 11 tokens
+            await chat(client, "a", max_tokens=100, priority=-5)
+        await chat(client, "b", max_tokens=100)
+        assert [body["priority"] for body in fake.received] == [0, 11, 22, 0]
+        assert (await info(client, "a")).priority == 22
+
+
+async def test_edf_ranks_by_deadline_in_ms_after_the_servers_start(
+    fake: FakeVLLM, clock: Clock
+) -> None:
+    async with client_for(build(fake, clock, scheduling="edf")) as client:
+        start = clock.now
+        await chat(client, "later", headers={DEADLINE_HEADER: f"{start + 90:.3f}"})
+        await chat(client, "soon", headers={DEADLINE_HEADER: f"{start + 30:.3f}"})
+        clock.now += 5
+        await chat(client, "none")  # due an hour after it arrived
+        assert [body["priority"] for body in fake.received] == [90_000, 30_000, 3_605_000]
+
+
 @pytest.mark.parametrize("aging", [0.5, 100.0])
 async def test_dynasor_ages_later_programs_by_their_arrival_time(
     fake: FakeVLLM, clock: Clock, aging: float
