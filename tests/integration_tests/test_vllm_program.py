@@ -6,6 +6,7 @@ import asyncio
 import re
 import time
 import uuid
+from pathlib import Path
 
 import httpx
 import openai
@@ -179,3 +180,41 @@ def test_sync_invoke_batch_and_stream_against_vllm(vllm: Backend) -> None:
     assert [r.samples for r in results] == [2, 2, 2]
     streamed = list(sc.stream("Say a color."))
     assert streamed[-1].final and not any(s.final for s in streamed[:-1])
+
+
+def readme_snippet() -> str:
+    """The Python block of the README's "Using it" section."""
+    readme = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Using it", 1)[1]
+    match = re.search(r"```python\n(.*?)```", section, re.S)
+    assert match, "README's 'Using it' has no python block"
+    return match.group(1)
+
+
+def test_the_readmes_snippet_runs_and_prints_a_meaningful_line(
+    vllm: Backend, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = readme_snippet()
+    for old, new in (  # pointed at the test server, with its API key
+        ('"http://127.0.0.1:8000/v1"', repr(vllm.base_url)),
+        (
+            'DynasorClient("http://127.0.0.1:8000")',
+            f"DynasorClient({vllm.root_url!r}, api_key=KEY)",
+        ),
+        ('api_key="EMPTY"', "api_key=KEY"),
+        ('model="smollm2"', f"model={vllm.model!r}"),
+    ):
+        assert old in code, f"the README snippet changed: {old} not found"
+        code = code.replace(old, new)
+    started = time.monotonic()
+    exec(compile(code, "README.md", "exec"), {"KEY": vllm.api_key})
+    seconds = time.monotonic() - started
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    match = re.fullmatch(
+        r"answer (.+), Certaindex ([01]\.\d\d), (\d) samples, (\d+) tokens, stopped: (\w+)", line
+    )
+    assert match, line
+    assert 1 <= int(match[3]) <= 8 and int(match[4]) > 0
+    assert match[5] in {reason.value for reason in StopReason}
+    with capsys.disabled():
+        print(f"\n[README snippet] {line} ({seconds:.1f} s)")
