@@ -53,7 +53,7 @@ from dynasor_bench.workload._workload import DEFAULT_MIX, SYSTEMS, SystemSpec, m
 
 __all__ = ["add_commands"]
 
-SERVER_GROUPS: tuple[str, ...] = ("plain", "dynasor", "gang")
+SERVER_GROUPS: tuple[str, ...] = ("plain", "dynasor", "gang", "las", "edf")
 
 
 def add_commands(sub: argparse._SubParsersAction[Any]) -> None:

@@ -50,6 +50,7 @@ async def run_online(
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     progress: Progress | None = None,
+    wall: Callable[[], float] = time.time,
 ) -> list[OnlineRow]:
     """Run every program of ``workload`` at its arrival time; return one row each.
 
@@ -64,6 +65,8 @@ async def run_online(
         clock: Seconds, monotonic.
         sleep: Waits that many seconds.
         progress: Progress line (default: one on stderr).
+        wall: Seconds since the epoch (the server's clock), for the deadline a
+            system with ``deadline_hint`` sends: arrival + hint x unit deadline.
 
     Returns:
         Rows in workload order. A program that fails is a row with ``error``
@@ -89,8 +92,10 @@ async def run_online(
         messages = [SystemMessage(system_prompt), HumanMessage(spec.question.question)]
         arrival = clock() - start
         fields: dict[str, Any] = {}
+        hint = system.deadline_hint
+        due = None if hint is None else wall() + hint * spec.deadline_unit
         try:
-            result = await sc.ainvoke(messages)
+            result = await sc.ainvoke(messages, deadline=due)
         except Exception as exc:  # one failed program is a missed deadline, not a lost run
             fields = {"completion_tokens": 0, "samples": 0, "answer": None, "correct": False}
             fields["error"] = f"{type(exc).__name__}: {exc}"

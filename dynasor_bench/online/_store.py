@@ -219,8 +219,8 @@ def latency_percentile(rows: Sequence[OnlineRow], q: float) -> float:
 
 
 def slo_scales(rows: Sequence[OnlineRow], form: DeadlineForm = "program") -> list[float]:
-    """Each row's latency over its ``form`` unit deadline (``inf`` for a failed program):
-    the smallest SLO scale at which it meets its deadline.
+    """Each row's latency over its ``form`` unit deadline (``inf`` for a failed or
+    deadline-stopped program): the smallest SLO scale at which it meets its deadline.
 
     Raises:
         InvalidInputError: A unit deadline is missing or not positive.
@@ -233,7 +233,7 @@ def slo_scales(rows: Sequence[OnlineRow], form: DeadlineForm = "program") -> lis
                 f"{row.system} @ {row.rate:g}/s program {row.program}: unit deadline must be "
                 f"> 0, got {unit!r}"
             )
-        out.append(math.inf if row.error is not None else row.latency / unit)
+        out.append(math.inf if row.late else row.latency / unit)
     return out
 
 

@@ -23,6 +23,13 @@
   ``(0, 0, measured=False)`` when aborted, as no usage arrives); engines
   schedule by ``priority``. ``plain`` has no
   component: ``fcfs`` engines, and only a client's cancel aborts a request.
+* **Deadlines.** A system with ``deadline_hint`` sends ``arrival + hint x
+  deadline_unit`` as every request's deadline hint. Just after it passes, the
+  replica's table stops the program if it is still running
+  (:meth:`ProgramTable.stop_if_late`, as the middleware's sweep does, here at
+  the exact instant): its requests at the engine are aborted and come back to
+  the client as ``deadline_exceeded`` errors, as do later ones, and the core
+  answers with what it has.
 * **Routing.** A :class:`~dynasor_bench.sim._route.Router` of ``routing``
   assigns each program a replica on arrival (by its uuid, as vllm-router's
   ``consistent_hash`` does by default) and hears when it ends; every request of
@@ -157,6 +164,7 @@ class _Program:
     finished: deque[Completion | ServerError] = field(default_factory=deque)
     awaiting: bool = False
     told_server: bool = False
+    deadline: float | None = None  # the hint it sends (absolute, simulated clock)
     delivered: int = 0
     delivered_tokens: int = 0
 
@@ -165,6 +173,15 @@ class _Program:
         if not self.order:
             self.order = [int(i) for i in self.rng.permutation(len(paths))][::-1]
         return paths[self.order.pop()]
+
+
+def _error(request: _Request, code: ErrorCode, message: str) -> ServerError:
+    """The component's error reply to ``request``, typed by the client as it would be."""
+    try:
+        raise_for_error(ERROR_STATUS[code], error_body(code, message), request.program.pid)
+    except ServerError as error:
+        return error
+    raise AssertionError(f"{code} is not an error status")  # pragma: no cover
 
 
 class _Simulation:
@@ -271,6 +288,13 @@ class _Simulation:
 
     def _launch(self, prog: _Program, action: Launch) -> None:
         hints = Hints.from_headers(action.hints.to_headers())  # what the server reads
+        scale = self.system.deadline_hint
+        if scale is not None:
+            if prog.deadline is None:
+                prog.deadline = prog.spec.arrival + scale * prog.spec.deadline_unit
+                just_after = math.nextafter(prog.deadline, math.inf)
+                self.at(just_after, functools.partial(self._late, prog))
+            hints = hints.model_copy(update={"deadline": prog.deadline})
         for _ in range(action.n):
             rid, prog.launched = f"{prog.pid}-{prog.launched}", prog.launched + 1
             request = _Request(rid, prog, prog.draw(), hints, action.max_tokens)
@@ -324,10 +348,7 @@ class _Simulation:
 
     def _refuse(self, request: _Request, code: ErrorCode, message: str) -> None:
         """The component's error reply, typed by the client as it would be."""
-        try:
-            raise_for_error(ERROR_STATUS[code], error_body(code, message), request.program.pid)
-        except ServerError as error:
-            self._deliver([(request, error)])
+        self._deliver([(request, _error(request, code, message))])
 
     def _receive(self, request: _Request) -> None:
         """The request reaches its server: the component's glue, then the engine."""
@@ -383,6 +404,25 @@ class _Simulation:
             if request.program is prog and sent and sent.admitted.handle.aborted.is_set():
                 prog.running.pop(request.rid, None)
                 self._abort(request)
+
+    def _late(self, prog: _Program) -> None:
+        """The program's deadline has just passed: the table stops it if it still runs
+        (its lookup may already have, in a sweep); its requests leave the engine."""
+        component = prog.replica.component
+        record = None if component is None else component.table.get(prog.pid)
+        if component is None or record is None:
+            return
+        component.table.stop_if_late(record)
+        if record.stop_code is not ErrorCode.DEADLINE_EXCEEDED:
+            return
+        message = f"program {prog.pid} is stopped (its deadline passed)"
+        ready: list[tuple[_Request, Completion | ServerError]] = []
+        for request in list(prog.replica.requests.values()):
+            sent = request.sent
+            if request.program is prog and sent and sent.admitted.handle.aborted.is_set():
+                self._abort(request)
+                ready.append((request, _error(request, ErrorCode.DEADLINE_EXCEEDED, message)))
+        self._deliver(ready)
 
     def _kick(self, replica: _Replica) -> None:
         """Start a step now (after this instant's other events) unless one is under way."""

@@ -137,19 +137,25 @@ class SystemSpec:
     Attributes:
         name: Its name in tables and plots.
         scheduling: ``plain`` is vLLM without our server component (its own
-            first-come-first-served order); ``gang`` and ``dynasor`` are our
-            component's program-level policies on vLLM's priority scheduler.
+            first-come-first-served order); ``gang``, ``dynasor``, ``las``
+            and ``edf`` are our component's program-level policies on vLLM's
+            priority scheduler.
         early_stop: Whether the client stops programs on Certaindex.
         description: One line for the report.
         rounds: Detect steps of an early-stopping program (see
             :meth:`OnlineStrategy.controller`).
+        deadline_hint: The SLO scale of the per-program deadline the client
+            sends as its deadline hint (``arrival + scale x deadline_unit``);
+            ``None``: no hint. ``edf`` ranks by it, and the server stops a
+            program once it has passed.
     """
 
     name: str
-    scheduling: Literal["plain", "gang", "dynasor"]
+    scheduling: Literal["plain", "gang", "dynasor", "las", "edf"]
     early_stop: bool
     description: str = ""
     rounds: int = 2
+    deadline_hint: float | None = None
 
 
 SYSTEMS: tuple[SystemSpec, ...] = (
@@ -160,9 +166,21 @@ SYSTEMS: tuple[SystemSpec, ...] = (
     SystemSpec(
         "srf", "dynasor", False, "program scheduling (gang, SRF, aging) alone, fixed sample counts"
     ),
+    SystemSpec(
+        "las", "las", False, "least attained service per program (Autellix-like), fixed counts"
+    ),
+    SystemSpec(
+        "edf",
+        "edf",
+        False,
+        "earliest deadline first on per-program deadline hints at SLO x3 (late programs "
+        "stopped), fixed sample counts",
+        deadline_hint=3.0,
+    ),
 )
 """The systems ``bench online`` compares, baseline first: the first four as before, then
-program scheduling alone (``srf``: shortest-remaining-first without early stop)."""
+program scheduling without early stop: ``srf`` (shortest-remaining-first), ``las``
+(least attained service) and ``edf`` (earliest deadline first)."""
 
 
 @dataclass(frozen=True)
@@ -278,8 +296,18 @@ class OnlineRow(BaseModel):
         raise InvalidInputError(f"unknown deadline form {form!r}; choose from {DEADLINE_FORMS}")
 
     def met(self, slo_scale: float, form: DeadlineForm = "program") -> bool:
-        """Whether it finished, without error, within ``slo_scale`` x its unit deadline."""
-        return self.error is None and self.latency <= slo_scale * self.unit(form)
+        """Whether it finished, without error, within ``slo_scale`` x its unit deadline.
+
+        A :attr:`late` program meets none.
+        """
+        return not self.late and self.latency <= slo_scale * self.unit(form)
+
+    @property
+    def late(self) -> bool:
+        """Whether it failed, or the server stopped it because its deadline hint passed
+        (stop reason ``deadline``: it answered with what it had, and counts as a miss at
+        every SLO scale, else stopping programs at their deadline would meet them all)."""
+        return self.error is not None or self.stop_reason == "deadline"
 
 
 def poisson_arrivals(rate: float, count: int, rng: np.random.Generator) -> list[float]:

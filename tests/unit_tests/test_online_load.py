@@ -183,6 +183,23 @@ def test_programs_start_at_their_arrival_times() -> None:
     assert len(chat._calls) == sum(p.strategy.samples for p in wl.programs)
 
 
+def test_a_system_with_a_deadline_hint_sends_it() -> None:
+    chat = ScriptedChat(script=lambda i: ("so \\boxed{4}", 0.0))
+    bank = [question(f"q:{i}", [path("4", 10)] * 4, gold="4") for i in range(3)]
+    wl = make_workload(bank, rate=0.5, count=2, seed=0, base=BASE)
+    edf = next(s for s in SYSTEMS if s.name == "edf")
+    time = FakeTime()
+    rows = asyncio.run(
+        run_online(
+            wl, edf, chat=chat, client=None, system_prompt="b", max_tokens=32,
+            clock=time.clock, sleep=time.sleep, wall=lambda: 1e9,
+        )
+    )  # fmt: skip
+    assert all(r.error is None for r in rows)
+    first = chat._calls[0]["extra_headers"]  # deadline: wall + x3 the unit (1 x 10 s)
+    assert float(first["X-Dynasor-Deadline"]) == 1e9 + 3 * wl.programs[0].deadline_unit
+
+
 def test_early_stop_system_spends_fewer_samples() -> None:
     fixed = run(ScriptedChat(script=lambda i: ("\\boxed{4}", 0.0)), 0, FakeTime())
     early = run(ScriptedChat(script=lambda i: ("\\boxed{4}", 0.0)), 1, FakeTime())

@@ -23,7 +23,7 @@ from dynasor_bench.workload._workload import (
 
 from .replay_fakes import random_bank
 
-BASELINE, EARLY_STOP, DYNASOR, GANG, SRF = SYSTEMS[:5]
+BASELINE, EARLY_STOP, DYNASOR, GANG, SRF, LAS, EDF = SYSTEMS[:7]
 
 
 def toy(**limits: int) -> CostModel:
@@ -189,6 +189,57 @@ def test_srf_reorders_but_runs_every_sample_as_the_baseline_does() -> None:
         (r.samples, r.answer, r.completion_tokens) for r in base.rows
     ]
     assert [r.finish for r in srf.rows] != [r.finish for r in base.rows]  # another order
+
+
+def test_las_is_fcfs_for_programs_of_one_round() -> None:
+    # Every request of a fixed program goes out at once, before it has been served:
+    # all rank 0 under least attained service, so arrival order decides, as in FCFS.
+    work = random_workload(seed=3)
+    las, base = simulate(work, LAS, BUSY), simulate(work, BASELINE, BUSY)
+    assert [r.finish for r in las.rows] == pytest.approx([r.finish for r in base.rows])
+
+
+def _specs(*programs: tuple[float, float, int, int]) -> OnlineWorkload:
+    """Programs ``(arrival, deadline unit, samples, path tokens)``, all answering 4."""
+    specs = tuple(
+        ProgramSpec(
+            i,
+            arrival,
+            question(f"q:{i}", [("4", tokens)] * samples),
+            OnlineStrategy(f"sc-{samples}", samples),
+            difficulty=1.0,
+            base=unit,
+        )
+        for i, (arrival, unit, samples, tokens) in enumerate(programs)
+    )
+    return OnlineWorkload(rate=1.0, seed=0, programs=specs)
+
+
+def test_edf_runs_the_earlier_deadline_first() -> None:
+    # Two slots. p0 (due at 300 s at SLO x3) queues two of its four requests at t=0;
+    # p1 arrives at 0.5, due at 60.5 s: EDF runs it before p0's queued pair, FCFS after.
+    work = _specs((0.0, 100.0, 4, 10), (0.5, 20.0, 2, 10))
+    fcfs = simulate(work, BASELINE, toy(max_num_seqs=2))
+    edf = simulate(work, EDF, toy(max_num_seqs=2))
+    assert edf.rows[1].finish < fcfs.rows[1].finish and edf.rows[0].finish > fcfs.rows[0].finish
+    assert all(r.stop_reason == "max_samples" and not r.late for r in edf.rows)
+
+
+def test_a_late_program_is_stopped_answers_with_what_it_has_and_misses() -> None:
+    # Deadline 10 s (unit 10, hint x1): two 3- and 5-token paths are in, two 50-token
+    # ones are still running; the table stops the program just after t=10.
+    q = question("q:1", [("4", 3), ("4", 5), ("4", 50), ("4", 50)])
+    spec = ProgramSpec(0, 0.0, q, OnlineStrategy("sc-4", 4), difficulty=1.0, base=10.0)
+    edf_x1 = SystemSpec("edf", "edf", False, deadline_hint=1.0)
+    run = simulate(OnlineWorkload(rate=1.0, seed=0, programs=(spec,)), edf_x1, toy())
+    (row,) = run.rows
+    assert (row.stop_reason, row.samples, row.answer, row.error) == ("deadline", 2, "4", None)
+    assert row.finish == pytest.approx(10.0) and run.aborted == 2
+    assert row.late and not row.met(100.0)
+    # Without a component there is no one to stop it: it runs to its end.
+    plain = SystemSpec("plain-hint", "plain", False, deadline_hint=1.0)
+    (kept,) = simulate(OnlineWorkload(rate=1.0, seed=0, programs=(spec,)), plain, toy()).rows
+    assert (kept.stop_reason, kept.finish) == ("max_samples", 50.0)
 
 
 # -- the server's budget ---------------------------------------------------------------------
