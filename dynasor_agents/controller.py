@@ -263,19 +263,53 @@ class CertaintyController:
         policy: The stop and cap rules, e.g. ``threshold(0.8) | max_samples(20)``.
         first_round: Samples in the first round (the first detect step).
         round_size: Samples in each later round.
+        busy_first_round: The first round while the server's engine has requests
+            waiting (``None``: always ``first_round``). With a strategy's
+            ``client``, each program asks the server's load when it starts
+            (:meth:`for_load`): set ``first_round`` to the whole sample cap to
+            run every sample at once while the engine is idle (the fastest
+            answer), and this to a detect-at-5 round to stop early and save the
+            engine for other programs once requests queue.
+
+    Example:
+        >>> ctl = CertaintyController(max_samples(16), first_round=16, busy_first_round=5)
+        >>> ctl.for_load(waiting=0).first_round, ctl.for_load(waiting=7).first_round
+        (16, 5)
+        >>> ctl.for_load(waiting=None).first_round  # load unknown: as if idle
+        16
     """
 
     policy: Policy = dataclasses.field(default_factory=lambda: threshold(0.8) | max_samples(20))
     first_round: int = 5
     round_size: int = 5
+    busy_first_round: int | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.policy, Policy):
             raise InvalidInputError(f"policy must be a Policy, got {self.policy!r}")
-        for name in ("first_round", "round_size"):
+        for name in ("first_round", "round_size", "busy_first_round"):
             value = getattr(self, name)
+            if name == "busy_first_round" and value is None:
+                continue
             if not isinstance(value, int) or value < 1:
                 raise InvalidInputError(f"{name} must be an int >= 1, got {value!r}")
+
+    @property
+    def load_adaptive(self) -> bool:
+        """Whether the first round depends on the server's load."""
+        return self.busy_first_round is not None
+
+    def for_load(self, waiting: int | None) -> CertaintyController:
+        """This controller for a program starting while ``waiting`` requests queue.
+
+        Returns:
+            A copy whose ``first_round`` is ``busy_first_round`` when requests
+            wait, else this controller unchanged (also when ``waiting`` is
+            unknown, ``None``).
+        """
+        if self.busy_first_round is None or not waiting:
+            return self
+        return dataclasses.replace(self, first_round=self.busy_first_round)
 
     def decide(self, state: ProgramState) -> Decision:
         """Judge ``state`` and return the next :class:`Decision`."""

@@ -39,10 +39,12 @@ from dynasor_agents.errors import (
     TooManyProgramsError,
 )
 from dynasor_agents.protocol import (
+    LOAD_PATH,
     PROGRAM_ID_HEADER,
     ErrorCode,
     Hints,
     ProgramInfo,
+    ServerLoad,
     hints_path,
     is_valid_program_id,
     program_path,
@@ -172,7 +174,9 @@ class DynasorClient:
             self._clients[loop] = client
         return client
 
-    async def request(self, method: str, path: str, program_id: str, json: Any = None) -> Any:
+    async def request(
+        self, method: str, path: str, program_id: str | None, json: Any = None
+    ) -> Any:
         """Send one control request, retrying transient failures; return its JSON."""
         async for attempt in AsyncRetrying(
             stop=stop_after_attempt(self._attempts),
@@ -202,6 +206,10 @@ class DynasorClient:
         return ProgramInfo.model_validate(
             await self.request("GET", program_path(program_id), program_id)
         )
+
+    async def load(self) -> ServerLoad:
+        """``GET`` the server's load: requests waiting and running in its engine."""
+        return ServerLoad.model_validate(await self.request("GET", LOAD_PATH, None))
 
     async def finish(self, program_id: str) -> ProgramInfo:
         """``DELETE`` a program: mark it finished (idempotent)."""

@@ -46,6 +46,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 __all__ = [
     "API_PREFIX",
     "BUDGET_HEADER",
+    "LOAD_PATH",
     "CERTAINTY_HEADER",
     "DEADLINE_HEADER",
     "ERROR_STATUS",
@@ -56,6 +57,7 @@ __all__ = [
     "Hints",
     "Lifecycle",
     "ProgramInfo",
+    "ServerLoad",
     "describe_validation_error",
     "error_body",
     "hints_path",
@@ -70,6 +72,8 @@ DEADLINE_HEADER: Final = "X-Dynasor-Deadline"
 REMAINING_HEADER: Final = "X-Dynasor-Remaining"
 
 API_PREFIX: Final = "/v1/dynasor/programs"
+LOAD_PATH: Final = "/v1/dynasor/load"
+"""``GET`` it for the server's :class:`ServerLoad` (a client sizes first rounds by it)."""
 MAX_PROGRAM_ID_LENGTH: Final = 128
 _PROGRAM_ID_RE: Final = re.compile(rf"[A-Za-z0-9._:-]{{1,{MAX_PROGRAM_ID_LENGTH}}}")
 
@@ -235,3 +239,35 @@ class ProgramInfo(BaseModel):
     completion_tokens: int = 0
     created: float
     last_activity: float
+
+
+class ServerLoad(BaseModel):
+    """How busy the server is, as returned by ``GET`` :data:`LOAD_PATH`.
+
+    Attributes:
+        waiting: Requests queued in vLLM's engine (its ``vllm:num_requests_waiting``
+            gauge, summed over engines), ``None`` when the engine publishes none.
+        running: Requests in the engine's running batch (``vllm:num_requests_running``),
+            ``None`` likewise.
+        in_flight: Generation requests of programs passing through the component now.
+        programs: Programs the component holds.
+
+    Example:
+        >>> ServerLoad(waiting=3, running=8, in_flight=11, programs=4).busy
+        True
+        >>> ServerLoad(waiting=0, running=2, in_flight=2, programs=1).busy
+        False
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    object: str = "dynasor.load"
+    waiting: int | None = None
+    running: int | None = None
+    in_flight: int = 0
+    programs: int = 0
+
+    @property
+    def busy(self) -> bool:
+        """Whether requests queue in the engine (unknown counts as not busy)."""
+        return bool(self.waiting)

@@ -47,7 +47,7 @@ from prometheus_client.registry import Collector
 from dynasor_agents.protocol import Lifecycle
 from dynasor_agents.server._table import ProgramTable
 
-__all__ = ["ServerMetrics"]
+__all__ = ["ServerMetrics", "engine_queue"]
 
 logger = logging.getLogger("dynasor_agents.server")
 
@@ -165,3 +165,35 @@ class ServerMetrics(Collector):
         )
         policy.add_metric([self.policy], 1)
         yield policy
+
+
+_WAITING = "vllm:num_requests_waiting"
+_RUNNING = "vllm:num_requests_running"
+
+
+def engine_queue(registry: CollectorRegistry) -> tuple[int | None, int | None]:
+    """vLLM's waiting and running request counts, from its gauges in ``registry``.
+
+    vLLM's API server keeps its engine's scheduler gauges in the process's
+    default registry (vLLM's own load reports read them the same way). Each is
+    summed over engines; ``None`` when the registry has no such gauge (a server
+    that is not vLLM, or one not yet started).
+
+    Example:
+        >>> from prometheus_client import Gauge
+        >>> registry = CollectorRegistry()
+        >>> waiting = Gauge(_WAITING, "waiting", ["engine"], registry=registry)
+        >>> waiting.labels(engine="0").set(3)
+        >>> waiting.labels(engine="1").set(2)
+        >>> engine_queue(registry)
+        (5, None)
+    """
+    found: dict[str, float] = {}
+    for metric in registry.collect():
+        if metric.name in (_WAITING, _RUNNING):
+            found[metric.name] = sum(s.value for s in metric.samples if s.name == metric.name)
+    waiting, running = found.get(_WAITING), found.get(_RUNNING)
+    return (
+        None if waiting is None else round(waiting),
+        None if running is None else round(running),
+    )

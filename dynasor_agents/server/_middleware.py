@@ -18,11 +18,14 @@ environment variables, see :class:`ServerConfig`). For every
   handlers learn to abort a request inside the engine; the caller gets a
   ``program_stopped`` error instead of a truncated answer.
 
-It also serves ``GET``/``DELETE /v1/dynasor/programs/{id}`` and ``POST
-/v1/dynasor/programs/{id}/hints``. vLLM adds ``--middleware`` classes outermost,
-so the component checks the API key itself with vLLM's own authentication
-middleware; with ``--api-key`` set, a program belongs to the key that created
-it, and other keys get ``program_not_found`` as if it did not exist.
+It also serves ``GET``/``DELETE /v1/dynasor/programs/{id}``, ``POST
+/v1/dynasor/programs/{id}/hints`` and ``GET /v1/dynasor/load`` (the engine's
+waiting and running requests, read from vLLM's own gauges, and the component's
+programs and requests in flight: a client sizes its first rounds by it). vLLM
+adds ``--middleware`` classes outermost, so the component checks the API key
+itself with vLLM's own authentication middleware; with ``--api-key`` set, a
+program belongs to the key that created it, and other keys get
+``program_not_found`` as if it did not exist.
 """
 
 from __future__ import annotations
@@ -41,16 +44,18 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from dynasor_agents.protocol import (
     API_PREFIX,
     ERROR_STATUS,
+    LOAD_PATH,
     PROGRAM_ID_HEADER,
     ErrorCode,
     Hints,
+    ServerLoad,
     describe_validation_error,
     error_body,
     is_valid_program_id,
 )
 from dynasor_agents.server._admission import Admitted, Refused, admit, find_program
 from dynasor_agents.server._config import ServerConfig
-from dynasor_agents.server._metrics import ServerMetrics
+from dynasor_agents.server._metrics import ServerMetrics, engine_queue
 from dynasor_agents.server._relay import Relay, send_json
 from dynasor_agents.server._rewrite import RequestBody, parse_body
 from dynasor_agents.server._scheduling import SchedulingPolicy, make_policy
@@ -139,6 +144,9 @@ class DynasorMiddleware:
             await self.app(scope, receive, send)
             return
         path: str = scope["path"].removeprefix(scope.get("root_path", ""))
+        if path == LOAD_PATH:
+            await self._load(scope, send)
+            return
         if path == API_PREFIX or path.startswith(API_PREFIX + "/"):
             await self._control(path, scope, receive, send)
             return
@@ -284,6 +292,29 @@ class DynasorMiddleware:
             )
 
     # -- control endpoints ------------------------------------------------------
+
+    async def _load(self, scope: Scope, send: Send) -> None:
+        allowed, _ = self._authorize(scope)
+        if not allowed:
+            await send_json(send, 401, {"error": "Unauthorized"})
+            return
+        if scope["method"] != "GET":
+            await send_error(
+                send,
+                ErrorCode.METHOD_NOT_ALLOWED,
+                f"{scope['method']} {LOAD_PATH}: allowed is GET",
+                headers=[(b"allow", b"GET")],
+            )
+            return
+        waiting, running = engine_queue(self.metrics.registry)
+        programs = list(self.table)
+        load = ServerLoad(
+            waiting=waiting,
+            running=running,
+            in_flight=sum(len(r.in_flight) for r in programs),
+            programs=len(programs),
+        )
+        await send_json(send, 200, load.model_dump())
 
     async def _control(self, path: str, scope: Scope, receive: Receive, send: Send) -> None:
         allowed, owner = self._authorize(scope)

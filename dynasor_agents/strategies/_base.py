@@ -29,9 +29,11 @@ import abc
 import asyncio
 import contextlib
 import dataclasses
+import logging
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
+import httpx
 from langchain_core.callbacks import AsyncCallbackManagerForChainRun, adispatch_custom_event
 from langchain_core.language_models import LanguageModelInput
 from langchain_core.messages import BaseMessage, HumanMessage, convert_to_messages
@@ -45,7 +47,7 @@ from dynasor_agents._allocation import PoolMember
 from dynasor_agents._batch import BatchAllocator, BatchMember
 from dynasor_agents._sync import LoopThread, default_loop
 from dynasor_agents.controller import CertaintyController
-from dynasor_agents.errors import InvalidInputError
+from dynasor_agents.errors import DynasorError, InvalidInputError
 from dynasor_agents.program import DynasorClient, Program, typed_error
 from dynasor_agents.strategies._drive import Completion, Core, SampleCall, Sampler, drive
 
@@ -61,6 +63,8 @@ __all__ = [
     "pooled_sampler",
     "question_text",
 ]
+
+logger = logging.getLogger("dynasor_agents")
 
 StrategyInput = LanguageModelInput | dict[str, Any]
 R = TypeVar("R", bound=BaseModel)
@@ -331,10 +335,28 @@ class Strategy(Runnable[StrategyInput, R]):
                 await on_snapshot(snapshot)
 
         controller = None if member is None else member.controller
+        if controller is None:
+            controller = await self._controller_for_load()
         core, sampler = self._start(model_input, program, child, controller)
         if member is not None:  # a batch member: every request goes through the pool
             sampler = pooled_sampler(sampler, member.pool)
         return await drive(core, sampler=sampler, program=program, emit=emit)
+
+    async def _controller_for_load(self) -> CertaintyController | None:
+        """The strategy's controller sized for the server's load, or ``None`` (its own).
+
+        Only a load-adaptive controller with a client asks the server; a server
+        that cannot say (an error, no component) leaves the controller as is.
+        """
+        own: CertaintyController | None = self.__dict__.get("_controller")
+        if own is None or not own.load_adaptive or self.client is None:
+            return None
+        try:
+            load = await self.client.load()
+        except (DynasorError, httpx.HTTPError) as exc:
+            logger.debug("no server load (%s); first round of %d", exc, own.first_round)
+            return None
+        return own.for_load(load.waiting)
 
     async def ainvoke(
         self, input: StrategyInput, config: RunnableConfig | None = None, **kwargs: Any

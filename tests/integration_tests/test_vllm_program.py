@@ -218,3 +218,36 @@ def test_the_readmes_snippet_runs_and_prints_a_meaningful_line(
     assert match[5] in {reason.value for reason in StopReason}
     with capsys.disabled():
         print(f"\n[README snippet] {line} ({seconds:.1f} s)")
+
+
+async def test_load_reads_vllms_own_queue(vllm: Backend) -> None:
+    client = DynasorClient(vllm.base_url, api_key=vllm.api_key)
+    idle = await client.load()
+    # vLLM's gauges are found in its process (numbers, not None); nothing queues.
+    assert idle.waiting == 0 and idle.running is not None
+    pid = f"load-{uuid.uuid4().hex[:8]}"
+    body = {
+        "model": vllm.model,
+        "messages": [{"role": "user", "content": "Count to a thousand."}],
+        "max_tokens": 48,
+        "ignore_eos": True,
+    }
+    async with httpx.AsyncClient(
+        base_url=vllm.base_url, headers={**vllm.auth, PROGRAM_ID_HEADER: pid}, timeout=120
+    ) as http:
+        # The test server runs at most 8 sequences: 14 requests must queue.
+        post = http.post
+        requests = [asyncio.create_task(post("/chat/completions", json=body)) for _ in range(14)]
+        busiest = idle
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not all(r.done() for r in requests):
+            load = await client.load()
+            if (load.waiting or 0) > (busiest.waiting or 0):
+                busiest = load
+            await asyncio.sleep(0.05)
+        responses = await asyncio.gather(*requests)
+    assert all(r.status_code == 200 for r in responses)
+    assert busiest.busy and busiest.waiting is not None and busiest.waiting >= 1
+    assert busiest.running is not None and busiest.running <= 8
+    assert busiest.in_flight >= busiest.waiting and busiest.programs >= 1
+    await client.aclose()

@@ -15,6 +15,7 @@ from langchain_core.outputs import ChatGeneration, ChatResult
 from pydantic import PrivateAttr
 
 from dynasor_agents import DynasorClient
+from dynasor_agents.protocol import LOAD_PATH
 
 Script = Callable[[int], tuple[str, float] | tuple[str, float, list[float] | None]]
 
@@ -94,12 +95,17 @@ class ScriptedChat(AsyncOnlyChat):
 class Recorder:
     """An httpx MockTransport that records control requests and answers like the server."""
 
-    def __init__(self) -> None:
+    def __init__(self, waiting: int | None = None) -> None:
         self.requests: list[tuple[str, str, dict[str, Any]]] = []
+        self.waiting = waiting  # what GET /v1/dynasor/load reports (None: no such route)
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
         body = json.loads(request.content) if request.content else {}
         self.requests.append((request.method, request.url.path, body))
+        if request.url.path == LOAD_PATH:
+            if self.waiting is None:
+                return httpx.Response(404, json={"detail": "Not Found"})
+            return httpx.Response(200, json={"waiting": self.waiting, "running": 8})
         pid = request.url.path.split("/")[4]
         state = "stopped" if body.get("stop") else "finished"
         return httpx.Response(

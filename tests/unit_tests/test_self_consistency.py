@@ -31,6 +31,7 @@ from dynasor_agents.protocol import (
     BUDGET_HEADER,
     CERTAINTY_HEADER,
     DEADLINE_HEADER,
+    LOAD_PATH,
     PROGRAM_ID_HEADER,
     REMAINING_HEADER,
 )
@@ -422,3 +423,22 @@ async def test_confidence_window_without_logprobs_is_a_clear_error() -> None:
         await sc.ainvoke("q")
     with pytest.raises(InvalidInputError, match="confidence_window"):
         SelfConsistency(always("1"), confidence_window=0)
+
+
+@pytest.mark.parametrize(("waiting", "first"), [(0, 6), (3, 2), (None, 6)])
+async def test_a_load_adaptive_first_round_follows_the_servers_queue(
+    waiting: int | None, first: int
+) -> None:
+    recorder = Recorder(waiting=waiting)  # None: the server has no load route (404)
+    model = cycle("1", "2", "3")  # never certain: the program runs to its cap
+    ctl = CertaintyController(max_samples(6), first_round=6, round_size=2, busy_first_round=2)
+    result = await SelfConsistency(model, controller=ctl, client=recorder.client()).ainvoke("q")
+    assert recorder.paths[0] == ("GET", LOAD_PATH)
+    assert result.samples == 6
+    # The first round's requests all carry no certainty yet.
+    assert sum(CERTAINTY_HEADER not in c["extra_headers"] for c in model._calls) == first
+
+
+def test_busy_first_round_must_be_a_positive_int() -> None:
+    with pytest.raises(InvalidInputError, match="busy_first_round must be an int >= 1"):
+        CertaintyController(busy_first_round=0)

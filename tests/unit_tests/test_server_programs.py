@@ -16,17 +16,19 @@ import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, Gauge
 
 from dynasor_agents.protocol import (
     BUDGET_HEADER,
     CERTAINTY_HEADER,
     DEADLINE_HEADER,
+    LOAD_PATH,
     PROGRAM_ID_HEADER,
     REMAINING_HEADER,
     ErrorCode,
     Hints,
     Lifecycle,
+    ServerLoad,
     hints_path,
     program_path,
 )
@@ -507,7 +509,12 @@ async def test_finished_programs_still_count_until_they_expire(
 @pytest.mark.parametrize("authorization", [None, "Bearer wrong", TOKEN, f"Basic {TOKEN}"])
 @pytest.mark.parametrize(
     ("method", "path"),
-    [("GET", program_path(PID)), ("DELETE", program_path(PID)), ("POST", hints_path(PID))],
+    [
+        ("GET", program_path(PID)),
+        ("DELETE", program_path(PID)),
+        ("POST", hints_path(PID)),
+        ("GET", LOAD_PATH),
+    ],
 )
 async def test_control_endpoints_need_the_api_key(
     secured: tuple[httpx.AsyncClient, DynasorMiddleware],
@@ -667,3 +674,29 @@ async def test_a_deadline_stop_is_idempotent_and_a_later_deadline_does_not_reviv
     assert record.state is Lifecycle.STOPPED and record.stop_code is ErrorCode.DEADLINE_EXCEEDED
     assert table.stop("p") == 0  # a later stop keeps the first stop's code
     assert record.stop_code is ErrorCode.DEADLINE_EXCEEDED
+
+
+# ----------------------------------------------------------------------------- load
+
+
+async def test_load_reports_vllms_queue_and_the_programs_in_flight(
+    client: httpx.AsyncClient, mw: DynasorMiddleware, fake: FakeVLLM
+) -> None:
+    empty = await within(client.get(LOAD_PATH))
+    assert empty.status_code == 200
+    assert ServerLoad.model_validate(empty.json()) == ServerLoad(in_flight=0, programs=0)
+    # vLLM's scheduler gauges live in the same registry as the component's metrics.
+    waiting = Gauge("vllm:num_requests_waiting", "w", ["engine"], registry=mw.metrics.registry)
+    running = Gauge("vllm:num_requests_running", "r", ["engine"], registry=mw.metrics.registry)
+    waiting.labels(engine="0").set(3)
+    running.labels(engine="0").set(8)
+    task, _ = start(mw, {"hang": True})
+    await until(lambda: fake.running == 1)
+    load = ServerLoad.model_validate((await within(client.get(LOAD_PATH))).json())
+    assert (load.waiting, load.running, load.in_flight, load.programs) == (3, 8, 1, 1)
+    assert load.busy
+    fake.release.set()
+    await within(task)
+    wrong = await within(client.post(LOAD_PATH, json={}))
+    assert_error(wrong, ErrorCode.METHOD_NOT_ALLOWED, 405)
+    assert wrong.headers["allow"] == "GET"
