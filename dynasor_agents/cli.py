@@ -29,9 +29,11 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
+import signal
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from types import FrameType
 from typing import Final
 
 from dynasor_agents.demo._command import add_demo_parser, demo_command
@@ -317,8 +319,23 @@ def _run(
     return 1  # pragma: no cover - argparse rejects unknown commands
 
 
+def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(128 + signum)
+
+
+def _stop_cleanly_on_sigterm() -> None:
+    """Make SIGTERM raise :class:`SystemExit` (exit code 143) in the main thread.
+
+    Python's default SIGTERM ends the process at once, so a ``with`` block that
+    started vLLM (the demo, ``bench``) never stops it and the server outlives
+    its command. As an exception, SIGTERM unwinds those blocks like Ctrl-C does.
+    """
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``dynasor-agents`` console script."""
+    _stop_cleanly_on_sigterm()
     return _run(argv)
 
 

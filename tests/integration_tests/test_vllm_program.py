@@ -251,3 +251,26 @@ async def test_load_reads_vllms_own_queue(vllm: Backend) -> None:
     assert busiest.running is not None and busiest.running <= 8
     assert busiest.in_flight >= busiest.waiting and busiest.programs >= 1
     await client.aclose()
+
+
+async def test_a_program_past_its_deadline_is_stopped_and_answers_with_what_it_has(
+    vllm: Backend,
+) -> None:
+    client = DynasorClient(vllm.base_url, api_key=vllm.api_key)
+    sc = SelfConsistency(
+        chat(vllm, temperature=0.8),
+        # No stop rule but the cap: 20 rounds of 2, far longer than the deadline.
+        controller=CertaintyController(max_samples(40), first_round=2, round_size=2),
+        client=client,
+        max_tokens=48,
+    )
+    pid = f"late-{uuid.uuid4().hex[:8]}"
+    started = time.time()
+    result = await sc.ainvoke("What is 3 + 4?", program_id=pid, deadline=started + 6)
+    took = time.time() - started
+    assert result.stop_reason is StopReason.DEADLINE, result.stop_reason
+    assert 2 <= result.samples < 40 and result.answer_text is not None
+    info = await client.get(pid)
+    assert info.state == "stopped" and info.deadline == pytest.approx(started + 6, abs=1e-3)
+    print(f"\n[deadline] stopped {took - 6:.1f} s after its deadline with {result.samples} samples")
+    await client.aclose()

@@ -6,9 +6,12 @@ Nothing is started: ``_run`` gets a recorder in place of :func:`os.execvpe`, and
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
+import signal
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -478,3 +481,26 @@ def test_vllm_server_env_wins(gpu: None, tmp_path: Path) -> None:
 def test_vllm_environment_plain(gpu: None) -> None:
     env = vllm_environment(ServerConfig(), {}, middleware=False, offline=False)
     assert env == {"VLLM_NO_USAGE_STATS": "1"}
+
+
+def test_sigterm_unwinds_like_an_exception_so_started_servers_are_stopped() -> None:
+    from dynasor_agents import cli
+
+    stopped: list[bool] = []
+
+    class Server:
+        def __enter__(self) -> None:
+            return None
+
+        def __exit__(self, *exc: object) -> None:
+            stopped.append(True)
+
+    before = signal.getsignal(signal.SIGTERM)
+    try:
+        cli._stop_cleanly_on_sigterm()
+        with pytest.raises(SystemExit) as raised, Server():
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)  # the handler raises before this ends
+    finally:
+        signal.signal(signal.SIGTERM, before)
+    assert raised.value.code == 143 and stopped == [True]
