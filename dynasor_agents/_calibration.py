@@ -14,8 +14,9 @@ Example:
     >>> spec = ControllerSpec.of([("threshold", {"value": 0.8}), ("max_samples", {"n": 16})])
     >>> path = pathlib.Path(tempfile.mkdtemp()) / "calib.json"
     >>> _ = write_calibration(path, spec, {"accuracy": 0.61})
-    >>> load_controller(path)
-    CertaintyController(policy=threshold(0.8) | max_samples(16), first_round=5, round_size=5)
+    >>> ctl = load_controller(path)
+    >>> ctl.policy, ctl.first_round, ctl.round_size
+    (threshold(0.8) | max_samples(16), 5, 5)
     >>> load_calibration(path)[1]
     {'accuracy': 0.61}
 """

@@ -32,8 +32,9 @@ Example:
     ('fixed(n=3)', 1.0)
     >>> path = pathlib.Path(tempfile.mkdtemp()) / "calib.json"
     >>> _ = save_calibration(path, choice)
-    >>> load_controller(path)
-    CertaintyController(policy=max_samples(3), first_round=3, round_size=3)
+    >>> ctl = load_controller(path)
+    >>> ctl.policy, ctl.first_round, ctl.round_size
+    (max_samples(3), 3, 3)
 """
 
 from __future__ import annotations
