@@ -328,9 +328,7 @@ class ProgramTable:
         if now <= record.deadline:
             return False
         record.stop_code = ErrorCode.DEADLINE_EXCEEDED
-        record.state = Lifecycle.STOPPED
-        record.last_activity = now
-        record.abort_all()
+        self._enter(record, Lifecycle.STOPPED, now)
         return True
 
     def sweep(self, now: float | None = None) -> int:
@@ -358,10 +356,15 @@ class ProgramTable:
         record = self.get(program_id, owner=owner)
         if record is None:
             return None, 0
-        record.last_activity = self._clock()
+        return record, self._enter(record, state, self._clock())
+
+    @staticmethod
+    def _enter(record: ProgramRecord, state: Lifecycle, now: float) -> int:
+        """Move ``record`` forward to ``state`` (never back) and abort what it has in flight."""
+        record.last_activity = now
         if record.state < state:
             record.state = state
-        return record, record.abort_all()
+        return record.abort_all()
 
     def stop(self, program_id: str, *, owner: str | None = None) -> int:
         """Stop a program: abort its in-flight requests, refuse new ones (idempotent).

@@ -348,7 +348,7 @@ class Strategy(Runnable[StrategyInput, R]):
         Only a load-adaptive controller with a client asks the server; a server
         that cannot say (an error, no component) leaves the controller as is.
         """
-        own: CertaintyController | None = self.__dict__.get("_controller")
+        own: CertaintyController | None = getattr(self, "controller", None)
         if own is None or not own.load_adaptive or self.client is None:
             return None
         try:

@@ -51,7 +51,15 @@ from dynasor_agents.certainty import mean_token_probability
 from dynasor_agents.controller import CertaintyController, ProgramState, StopReason
 from dynasor_agents.errors import InvalidInputError, NoSamplesError
 from dynasor_agents.protocol import Hints
-from dynasor_agents.strategies._drive import Completion, Core, Emit, Finish, Launch, await_round
+from dynasor_agents.strategies._drive import (
+    Completion,
+    Core,
+    Emit,
+    Finish,
+    Launch,
+    await_round,
+    server_ended,
+)
 
 __all__ = [
     "CANDIDATE",
@@ -347,9 +355,7 @@ def best_of_n_core(
     if not scored:
         raise NoSamplesError("best-of-n ended without a single scored candidate")
     # Settled early: abort stragglers anywhere. Ran out of samples or tokens: finish.
-    yield Finish(
-        stop=reason in (StopReason.CERTAIN, StopReason.SERVER_STOPPED, StopReason.DEADLINE)
-    )
+    yield Finish(stop=reason is StopReason.CERTAIN or server_ended(reason))
     return snapshot(final=True)
 
 

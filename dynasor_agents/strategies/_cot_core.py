@@ -77,6 +77,7 @@ from dynasor_agents.strategies._drive import (
     Emit,
     Finish,
     Launch,
+    server_ended,
     stopped_reason,
 )
 
@@ -375,5 +376,5 @@ def probed_cot_core(
         answered = [p for p in done_probes() if p.answer]
         answer = answered[-1].answer if answered else extractor(reasoning)
     early = reason is StopReason.CERTAIN and not natural
-    yield Finish(stop=early or reason in (StopReason.SERVER_STOPPED, StopReason.DEADLINE))
+    yield Finish(stop=early or server_ended(reason))
     return snapshot(final=True)

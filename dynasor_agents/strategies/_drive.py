@@ -60,6 +60,7 @@ __all__ = [
     "Sampler",
     "await_round",
     "drive",
+    "server_ended",
     "stopped_reason",
 ]
 
@@ -160,6 +161,16 @@ def stopped_reason(exc: ProgramStoppedError) -> StopReason:
     if isinstance(exc, DeadlineExceededError):
         return StopReason.DEADLINE
     return StopReason.SERVER_STOPPED
+
+
+def server_ended(reason: str | None) -> bool:
+    """Whether the server ended the program: another party's stop, or its deadline.
+
+    Example:
+        >>> server_ended(StopReason.DEADLINE), server_ended(StopReason.CERTAIN)
+        (True, False)
+    """
+    return reason in (StopReason.SERVER_STOPPED, StopReason.DEADLINE)
 
 
 def await_round(

@@ -54,7 +54,15 @@ from dynasor_agents.certainty import (
 from dynasor_agents.controller import CertaintyController, ProgramState, StopReason
 from dynasor_agents.errors import NoSamplesError
 from dynasor_agents.protocol import Hints
-from dynasor_agents.strategies._drive import Completion, Core, Emit, Finish, Launch, await_round
+from dynasor_agents.strategies._drive import (
+    Completion,
+    Core,
+    Emit,
+    Finish,
+    Launch,
+    await_round,
+    server_ended,
+)
 
 __all__ = ["SelfConsistencyResult", "self_consistency_core"]
 
@@ -236,7 +244,5 @@ def self_consistency_core(
     if not raw:
         raise NoSamplesError("self-consistency ended without a single sample")
     # Settled early: abort stragglers anywhere. Ran out of samples or tokens: finish.
-    yield Finish(
-        stop=reason in (StopReason.CERTAIN, StopReason.SERVER_STOPPED, StopReason.DEADLINE)
-    )
+    yield Finish(stop=reason is StopReason.CERTAIN or server_ended(reason))
     return snapshot(final=True)

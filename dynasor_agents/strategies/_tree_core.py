@@ -52,7 +52,15 @@ from dynasor_agents.controller import CertaintyController, ProgramState, StopRea
 from dynasor_agents.errors import InvalidInputError, NoSamplesError
 from dynasor_agents.protocol import Hints
 from dynasor_agents.strategies._completions import TextRequest
-from dynasor_agents.strategies._drive import Completion, Core, Emit, Finish, Launch, await_round
+from dynasor_agents.strategies._drive import (
+    Completion,
+    Core,
+    Emit,
+    Finish,
+    Launch,
+    await_round,
+    server_ended,
+)
 from dynasor_agents.strategies._tree_policies import Node, SearchTree, TreePolicy
 
 __all__ = [
@@ -438,7 +446,5 @@ def tree_search_core(
 
     if tree.size == 0:
         raise NoSamplesError("tree search ended without a single step")
-    yield Finish(
-        stop=reason in (StopReason.CERTAIN, StopReason.SERVER_STOPPED, StopReason.DEADLINE)
-    )
+    yield Finish(stop=reason is StopReason.CERTAIN or server_ended(reason))
     return snapshot(final=True)
