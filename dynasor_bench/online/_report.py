@@ -60,6 +60,7 @@ __all__ = [
     "append_rows",
     "attainment",
     "done_cells",
+    "form_label",
     "headline_table",
     "headlines",
     "latency_percentile",
@@ -296,8 +297,13 @@ def _pct(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.1f}"
 
 
-def _form(form: DeadlineForm) -> str:
-    """How a table names the deadline form (the per-program one by default)."""
+def form_label(form: DeadlineForm) -> str:
+    """How a table names the deadline form (the per-program one by default).
+
+    Example:
+        >>> form_label("fixed"), form_label("program")
+        ('fixed ', '')
+    """
     return "fixed " if form == "fixed" else ""
 
 
@@ -320,7 +326,7 @@ def rate_table(summaries: Sequence[CellSummary]) -> str:
     if len(scales) > 1 or len(forms) > 1:
         raise InvalidInputError(f"cell summaries mix SLO scales {scales} or forms {forms}")
     lines = [
-        f"| system | rate /s | programs | attainment % @ {_form(summaries[0].form)}SLO "
+        f"| system | rate /s | programs | attainment % @ {form_label(summaries[0].form)}SLO "
         f"x{scales[0]:g} | P50 s | P90 s "
         "| accuracy % | tokens/program | errors |",
         "|---|---|---|---|---|---|---|---|---|",
@@ -343,7 +349,7 @@ def headline_table(items: Sequence[Headline]) -> str:
         raise InvalidInputError("headline_table needs at least one headline")
     first = items[0]
     lines = [
-        f"| system | max rate @{100 * first.target:g}% ({_form(first.form)}SLO "
+        f"| system | max rate @{100 * first.target:g}% ({form_label(first.form)}SLO "
         f"x{first.slo_scale:g}) /s | ratio "
         f"| tightest SLO @ rate {first.fixed_rate:g} | ratio | accuracy % | tokens/program |",
         "|---|---|---|---|---|---|---|",

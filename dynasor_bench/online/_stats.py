@@ -56,7 +56,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from dynasor_agents.errors import InvalidInputError
-from dynasor_bench.online._report import Ratio, headlines, system_order
+from dynasor_bench.online._report import Ratio, form_label, headlines, system_order
 from dynasor_bench.online._store import RateBound, Relation, slo_scales
 from dynasor_bench.workload._workload import DeadlineForm, OnlineRow
 
@@ -399,7 +399,7 @@ def headline_ci_table(items: Sequence[HeadlineCI]) -> str:
     if not items:
         raise InvalidInputError("headline_ci_table needs at least one headline")
     first = items[0]
-    form = "fixed " if first.form == "fixed" else ""
+    form = form_label(first.form)
     ci = f"[{100 * first.level:g}% CI]"
     lines = [
         f"| system | max rate @{100 * first.target:g}% ({form}SLO x{first.slo_scale:g}) /s {ci} "

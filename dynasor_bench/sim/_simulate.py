@@ -212,12 +212,7 @@ class _Simulation:
                 self.replicas.append(_Replica(Engine(cost, policy="fcfs"), None))
                 continue
             config = (server or ServerConfig()).model_copy(update={"scheduling": system.scheduling})
-            table = ProgramTable(
-                clock=lambda: self.now,
-                ttl=config.program_ttl,
-                max_programs=config.max_programs,
-                default_budget=config.default_budget,
-            )
+            table = ProgramTable.from_config(config, clock=lambda: self.now)
             engine = Engine(cost, policy="priority")
             self.replicas.append(_Replica(engine, SimComponent(table, make_policy(config))))
 
